@@ -1,0 +1,61 @@
+# The two commands: `make run` serves the studio on the embedded defaults, `make test` runs the
+# whole suite against real PostgreSQL and Redis. Both set up everything they need themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint format bench clean venv venv-dev
+
+$(VENV)/bin/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3-venv missing: installing it"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null; \
+	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
+	@$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed-run: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed-run
+
+venv: $(VENV)/.installed-run
+venv-dev: $(VENV)/.installed-dev
+
+run: export DEBUG ?= 1
+run: venv
+	@mkdir -p var
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_models
+	$(PY) manage.py ensure_demo_user
+	$(PY) manage.py rundev --addr $(HOST):$(PORT)
+
+test: venv-dev
+	@tests/infra/services.sh start
+	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
+	  rc=0; \
+	  $(VENV)/bin/ruff check . || rc=$$?; \
+	  if [ $$rc = 0 ]; then $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; fi; \
+	  tests/infra/services.sh stop; \
+	  exit $$rc
+
+lint: venv-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: venv-dev
+	@tests/infra/services.sh start
+	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
+	  rc=0; $(PY) bench/batch_latency.py || rc=$$?; tests/infra/services.sh stop; exit $$rc
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache test-artifacts

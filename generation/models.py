@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+
+class JobKind(models.TextChoices):
+    STUDIO = "studio", "Studio"
+    BASE_IMAGE = "base_image", "Base image"
+    CHARACTER_SHEET = "character_sheet", "Character sheet"
+    PROFILE_SET = "profile_set", "Profile set"
+
+
+class JobMode(models.TextChoices):
+    T2I = "t2i", "Text to image"
+    I2I_MODIFY = "i2i_modify", "Image to image (modify)"
+    I2I_COPY = "i2i_copy", "Image to image (copy)"
+    I2V = "i2v", "Image to video"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIAL = "partial", "Partially succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINAL_JOB_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class GenerationJob(models.Model):
+    """One press of Generate: n images of one prompt on one model, charged one credit."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_jobs")
+    character = models.ForeignKey(
+        "studio.Character", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    model = models.ForeignKey("models_registry.ApiModel", on_delete=models.PROTECT, related_name="jobs")
+    kind = models.CharField(max_length=20, choices=JobKind.choices, default=JobKind.STUDIO)
+    mode = models.CharField(max_length=20, choices=JobMode.choices, default=JobMode.T2I)
+    prompt = models.TextField(blank=True)
+    final_prompt = models.TextField(blank=True)
+    negative_prompt = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    # Reference images as a list of {"asset": "<uuid>"} in slot order (ref1, ref2).
+    references = models.JSONField(default=list, blank=True)
+    images_requested = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    succeeded_count = models.PositiveSmallIntegerField(default=0)
+    failed_count = models.PositiveSmallIntegerField(default=0)
+    # [{"index": int, "error": str, "details": str}], as in the product's batch response.
+    errors = models.JSONField(default=list, blank=True)
+    provider = models.CharField(max_length=20, blank=True, help_text="The provider that served the job.")
+    provider_request_ids = models.JSONField(default=list, blank=True)
+    fallback_attempted = models.BooleanField(default=False)
+    cost = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
+    credits_charged = models.PositiveSmallIntegerField(default=0)
+    idempotency_key = models.UUIDField(null=True, blank=True)
+    dispatch_attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The gallery: one user's jobs, newest first.
+            models.Index(fields=["owner", "-created_at"], name="job_owner_newest"),
+            # The stale-job sweeper: active jobs by age.
+            models.Index(fields=["status", "updated_at"], name="job_status_updated"),
+        ]
+        constraints = [
+            # A double-clicked Generate posts the same key twice; the second post finds the first job.
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                name="job_unique_owner_idempotency_key",
+                condition=models.Q(idempotency_key__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_JOB_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_JOB_STATUSES
+
+    @property
+    def done_count(self) -> int:
+        return self.succeeded_count + self.failed_count
+
+
+class SlotStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+FINAL_SLOT_STATUSES = (SlotStatus.SUCCEEDED, SlotStatus.FAILED, SlotStatus.CANCELED)
+
+
+class ImageSlot(models.Model):
+    """One requested image of a job (batch_index 0..n-1): the unit of progress, failure and retry."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="slots")
+    index = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=20, choices=SlotStatus.choices, default=SlotStatus.PENDING)
+    request = models.ForeignKey(
+        "generation.ProviderRequest", null=True, blank=True, on_delete=models.SET_NULL, related_name="slots"
+    )
+    error = models.CharField(max_length=300, blank=True)
+    details = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="slot_unique_job_index")]
+
+    def __str__(self) -> str:
+        return f"slot {self.index} of {self.job_id} ({self.status})"
+
+
+class RequestStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUBMITTED = "submitted", "Submitted"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+class ProviderRequest(models.Model):
+    """One call to a provider, covering one or more slots (a native multi-image chunk)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="requests")
+    model = models.ForeignKey("models_registry.ApiModel", on_delete=models.PROTECT, related_name="+")
+    provider = models.CharField(max_length=20)
+    slot_indexes = models.JSONField(default=list)
+    status = models.CharField(max_length=20, choices=RequestStatus.choices, default=RequestStatus.PENDING)
+    # Saved before waiting on the provider so a re-run resumes polling instead of paying twice.
+    external_id = models.CharField(max_length=200, blank=True)
+    # Provider-given URLs (fal status/response/cancel, Replicate get/cancel); never rebuilt by us.
+    handles = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    polls = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="request_status_updated"),
+            models.Index(fields=["provider", "external_id"], name="request_provider_external"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} request {self.external_id or self.id} ({self.status})"
+
+
+class CreditAccount(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_account")
+    balance = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(balance__gte=0), name="credit_balance_not_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.user} has {self.balance} credits"
+
+
+class LedgerKind(models.TextChoices):
+    GRANT = "grant", "Grant"
+    CHARGE = "charge", "Charge"
+    REFUND = "refund", "Refund"
+
+
+class CreditLedger(models.Model):
+    """Every change of a balance; (job, kind) is unique, so a job is charged and refunded at most once."""
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.CASCADE, related_name="entries")
+    job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger")
+    kind = models.CharField(max_length=10, choices=LedgerKind.choices)
+    amount = models.IntegerField(help_text="Signed: negative for a charge.")
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "kind"], name="ledger_unique_job_kind", condition=models.Q(job__isnull=False)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount:+d}"

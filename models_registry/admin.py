@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from models_registry.models import ApiModel, NegativePrompt, Task
+
+
+class TaskFilter(admin.SimpleListFilter):
+    title = "task"
+    parameter_name = "task"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return list(Task.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiModel]) -> QuerySet[ApiModel]:
+        task = self.value()
+        if not task:
+            return queryset
+        # tasks is a JSON list and SQLite has no JSON containment; the registry is small.
+        return queryset.filter(pk__in=[m.pk for m in queryset if task in (m.tasks or [])])
+
+
+@admin.register(ApiModel)
+class ApiModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "display_name",
+        "key",
+        "provider",
+        "task_list",
+        "max_images",
+        "image_field",
+        "price_per_image",
+        "priority",
+        "is_active",
+    ]
+    list_filter = ["provider", TaskFilter, "is_active", "modality"]
+    search_fields = ["key", "display_name"]
+    readonly_fields = ["max_images", "image_field", "batches_natively", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["key", "display_name", "provider", "modality", "tasks", "is_active", "priority"]}),
+        ("Inputs and capabilities", {"fields": ["input_schema", "capabilities", "price_per_image"]}),
+        ("Derived", {"fields": ["max_images", "image_field", "batches_natively", "created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="tasks")
+    def task_list(self, obj: ApiModel) -> str:
+        return ", ".join(obj.tasks or [])
+
+    @admin.display(description="max images")
+    def max_images(self, obj: ApiModel) -> int:
+        return obj.max_images
+
+    @admin.display(description="image field")
+    def image_field(self, obj: ApiModel) -> str:
+        return obj.image_field
+
+    @admin.display(description="batches natively", boolean=True)
+    def batches_natively(self, obj: ApiModel) -> bool:
+        return obj.batches_natively
+
+
+@admin.register(NegativePrompt)
+class NegativePromptAdmin(admin.ModelAdmin):
+    list_display = ["model_type", "content_mode", "generation_mode", "short_text", "priority", "is_active"]
+    list_filter = ["model_type", "content_mode", "generation_mode", "is_active"]
+    search_fields = ["text"]
+
+    @admin.display(description="text")
+    def short_text(self, obj: NegativePrompt) -> str:
+        return obj.text if len(obj.text) <= 80 else obj.text[:77] + "..."

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from models_registry.models import ApiModel, NegativePrompt
+from models_registry.seed import MODELS, NEGATIVE_PROMPTS
+
+
+class Command(BaseCommand):
+    help = (
+        "Load the registry's models and default negative prompts. Safe to re-run: rows that exist "
+        "keep staff edits unless --reset is given."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--reset", action="store_true", help="Overwrite existing seeded rows with the seed values.")
+
+    @transaction.atomic
+    def handle(self, *args: Any, reset: bool = False, **options: Any) -> None:
+        created = updated = 0
+        for row in MODELS:
+            fields = {"is_active": True, "modality": "image", **{k: v for k, v in row.items() if k != "key"}}
+            model, was_created = ApiModel.objects.get_or_create(key=row["key"], defaults=fields)
+            if was_created:
+                created += 1
+            elif reset:
+                for name, value in fields.items():
+                    setattr(model, name, value)
+                model.full_clean()
+                model.save()
+                updated += 1
+
+        prompts_created = 0
+        for row in NEGATIVE_PROMPTS:
+            lookup = {k: row[k] for k in ("model_type", "content_mode", "generation_mode")}
+            existing = NegativePrompt.objects.filter(**lookup)
+            if reset:
+                existing.delete()
+            if not existing.exists():
+                NegativePrompt.objects.create(**row)
+                prompts_created += 1
+
+        self.stdout.write(
+            f"Registry: {created} models created, {updated} reset, "
+            f"{len(MODELS) - created - updated} left as staff set them; {prompts_created} negative prompts created."
+        )

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from models_registry.capabilities import (
+    schema_properties,
+    validate_capabilities,
+    validate_input_schema,
+)
+
+
+class Provider(models.TextChoices):
+    FAL = "fal", "fal.ai"
+    REPLICATE = "replicate", "Replicate"
+    GEMINI = "gemini", "Google Gemini"
+    COMFYUI = "comfyui", "ComfyUI"
+    LOCAL = "local", "Local GPU worker"
+    OFFLINE = "offline", "Offline engine"
+
+
+class Modality(models.TextChoices):
+    IMAGE = "image", "Image"
+    VIDEO = "video", "Video"
+
+
+class Task(models.TextChoices):
+    T2I = "t2i", "Text to image"
+    I2I = "i2i", "Image to image"
+    I2I_MULTI = "i2i_multi", "Image to image, several references"
+    I2V = "i2v", "Image to video"
+
+
+def validate_tasks(value: object) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError('Tasks must be a non-empty list, e.g. ["t2i", "i2i"].', code="tasks_type")
+    unknown = [task for task in value if task not in Task.values]
+    if unknown:
+        raise ValidationError(
+            "Unknown task(s): %(unknown)s. Known: %(known)s.",
+            code="unknown_task",
+            params={"unknown": ", ".join(map(str, unknown)), "known": ", ".join(Task.values)},
+        )
+
+
+class ApiModelQuerySet(models.QuerySet["ApiModel"]):
+    def active(self) -> ApiModelQuerySet:
+        return self.filter(is_active=True)
+
+
+class ApiModel(models.Model):
+    """One model a provider serves, as staff configure it (the product's api_models table)."""
+
+    key = models.CharField(max_length=200, unique=True, help_text="The provider's model id, e.g. fal-ai/flux-2/flash.")
+    display_name = models.CharField(max_length=120)
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    modality = models.CharField(max_length=10, choices=Modality.choices, default=Modality.IMAGE)
+    tasks = models.JSONField(
+        default=list, validators=[validate_tasks], help_text='Any of "t2i", "i2i", "i2i_multi", "i2v".'
+    )
+    input_schema = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_input_schema],
+        help_text="The provider's JSON Schema for the input, e.g. "
+        '{"properties": {"num_images": {"type": "integer", "minimum": 1, "maximum": 4}}}.',
+    )
+    capabilities = models.JSONField(
+        default=dict, blank=True, validators=[validate_capabilities], help_text="Overrides and flags."
+    )
+    price_per_image = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="USD per generated image.",
+    )
+    is_active = models.BooleanField(default=True)
+    priority = models.IntegerField(default=0, help_text="Higher comes first in the studio's model list.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ApiModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-priority", "display_name"]
+        verbose_name = "API model"
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.key})"
+
+    @property
+    def max_images(self) -> int:
+        """Images one request can return: the staff override, else the schema's maximum, else 1."""
+        override = (self.capabilities or {}).get("max_images")
+        if isinstance(override, int) and not isinstance(override, bool) and override >= 1:
+            return override
+        num_images = schema_properties(self.input_schema).get("num_images")
+        if isinstance(num_images, dict):
+            maximum = num_images.get("maximum")
+            if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum >= 1:
+                return maximum
+        return 1
+
+    @property
+    def image_field(self) -> str:
+        """The input field that carries reference images for this model."""
+        properties = schema_properties(self.input_schema)
+        if (self.capabilities or {}).get("requires_image_urls_array") or "image_urls" in properties:
+            return "image_urls"
+        if "image_url" in properties:
+            return "image_url"
+        return "image"
+
+    @property
+    def batches_natively(self) -> bool:
+        return self.max_images > 1
+
+    @property
+    def is_offline_preview(self) -> bool:
+        return self.provider == Provider.OFFLINE or bool((self.capabilities or {}).get("offline_preview"))
+
+    def supports(self, task: str) -> bool:
+        return task in (self.tasks or [])
+
+
+class ContentMode(models.TextChoices):
+    SFW = "sfw", "SFW"
+    NSFW = "nsfw", "NSFW"
+
+
+class GenerationMode(models.TextChoices):
+    TXT2IMG = "txt2img", "Text to image"
+    I2I = "i2i", "Image to image"
+
+
+class NegativePrompt(models.Model):
+    """Negative prompt terms per model family; i2i keeps them short so they do not fight the edit."""
+
+    model_type = models.CharField(max_length=50, help_text='A model family such as "sdxl" or "flux", or "*" for all.')
+    content_mode = models.CharField(max_length=10, choices=ContentMode.choices, default=ContentMode.SFW)
+    generation_mode = models.CharField(max_length=10, choices=GenerationMode.choices)
+    text = models.TextField()
+    priority = models.IntegerField(default=0)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["-priority", "id"]
+        indexes = [
+            # The prompt builder's lookup: one family, one content mode, one generation mode.
+            models.Index(fields=["model_type", "content_mode", "generation_mode", "is_active"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_type}/{self.content_mode}/{self.generation_mode}: {self.text[:40]}"

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo"  # noqa: S105 - a local demo login, printed on purpose; `make run` only
+
+
+class Command(BaseCommand):
+    help = "Create the demo login (a staff user) when no user exists yet, and print how to log in."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        User = get_user_model()
+        if not User.objects.exists():
+            User.objects.create_superuser(DEMO_USERNAME, email="demo@example.com", password=DEMO_PASSWORD)
+            self.stdout.write(self.style.SUCCESS("Created the demo user."))
+        if User.objects.filter(username=DEMO_USERNAME).exists():
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Log in at http://127.0.0.1:8000/ as  {DEMO_USERNAME} / {DEMO_PASSWORD}  "
+                    "(staff: the model registry is at /admin/)."
+                )
+            )
+        else:
+            self.stdout.write("Users exist already: log in with one of them (manage.py createsuperuser adds one).")

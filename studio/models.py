@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Character(models.Model):
+    """A user's character: the wizard's config plus the portrait that locks its look."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="characters")
+    name = models.CharField(max_length=100)
+    # The character wizard's answers: appearance (hair, eyes, build, ...) and identity (age,
+    # personality, style). Free-form JSON so the wizard can grow without migrations.
+    appearance = models.JSONField(default=dict, blank=True)
+    identity = models.JSONField(default=dict, blank=True)
+    locked_reference = models.ForeignKey(
+        "studio.WorkspaceAsset",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The portrait every image-to-image generation of this character starts from.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+        indexes = [models.Index(fields=["owner", "name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def asset_upload_to(asset: WorkspaceAsset, filename: str) -> str:
+    return f"assets/{asset.owner_id}/{asset.id}/{filename}"
+
+
+def thumbnail_upload_to(asset: WorkspaceAsset, filename: str) -> str:
+    return f"assets/{asset.owner_id}/{asset.id}/thumb-{filename}"
+
+
+class AssetKind(models.TextChoices):
+    IMAGE = "image", "Image"
+    VIDEO = "video", "Video"
+
+
+class AssetSource(models.TextChoices):
+    GENERATED = "generated", "Generated"
+    UPLOAD = "upload", "Uploaded"
+
+
+class WorkspaceAsset(models.Model):
+    """One stored image or video: a generated result (job + batch_index) or an upload."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assets")
+    job = models.ForeignKey(
+        "generation.GenerationJob", null=True, blank=True, on_delete=models.CASCADE, related_name="assets"
+    )
+    character = models.ForeignKey(Character, null=True, blank=True, on_delete=models.SET_NULL, related_name="assets")
+    batch_index = models.PositiveSmallIntegerField(default=0)
+    kind = models.CharField(max_length=10, choices=AssetKind.choices, default=AssetKind.IMAGE)
+    source = models.CharField(max_length=10, choices=AssetSource.choices, default=AssetSource.GENERATED)
+    file = models.FileField(upload_to=asset_upload_to, max_length=300)
+    thumbnail = models.FileField(upload_to=thumbnail_upload_to, max_length=300, blank=True)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    content_type = models.CharField(max_length=50, default="image/png")
+    bytes = models.PositiveBigIntegerField(default=0)
+    seed = models.BigIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job_id", "batch_index"]
+        constraints = [
+            # A task delivered twice must never store a second image for the same slot.
+            models.UniqueConstraint(fields=["job", "batch_index"], name="asset_unique_job_batch_index"),
+        ]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}"

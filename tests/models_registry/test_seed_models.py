@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from models_registry.models import ApiModel, NegativePrompt
+
+pytestmark = pytest.mark.django_db
+
+
+def seed(*args: str) -> str:
+    out = StringIO()
+    call_command("seed_models", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_it_loads_the_product_models_with_their_limits():
+    seed()
+    limits = {m.key: (m.provider, m.max_images, m.image_field) for m in ApiModel.objects.all()}
+    assert limits["fal-ai/flux-2"][:2] == ("fal", 4)
+    assert limits["fal-ai/flux-2/flash"][:2] == ("fal", 4)
+    assert limits["fal-ai/flux-2/flash/edit"] == ("fal", 4, "image_urls")
+    assert limits["fal-ai/flux-pro/kontext"][:2] == ("fal", 4)
+    assert limits["fal-ai/bytedance/seedream/v4.5/edit"] == ("fal", 10, "image_urls")
+    assert limits["stability-ai/sdxl"][0] == "replicate"
+    assert limits["gemini-2.5-flash-image"][:2] == ("gemini", 1)
+    assert limits["gemini-3-pro-image-preview"][:2] == ("gemini", 1)
+    assert limits["offline/portrait-engine"][:2] == ("offline", 4)
+    assert ApiModel.objects.get(key="gemini-3-pro-image-preview").capabilities["batch_api"] is True
+    for model in ApiModel.objects.all():
+        model.full_clean()  # every seeded row passes the admin's own rules
+
+
+def test_it_seeds_a_short_i2i_and_a_fuller_txt2img_negative_prompt():
+    seed()
+    i2i = NegativePrompt.objects.get(model_type="*", content_mode="sfw", generation_mode="i2i")
+    txt = NegativePrompt.objects.get(model_type="*", content_mode="sfw", generation_mode="txt2img")
+    assert len(i2i.text.split(",")) <= 3 < len(txt.text.split(","))
+
+
+def test_a_rerun_changes_nothing_and_keeps_staff_edits():
+    seed()
+    model = ApiModel.objects.get(key="fal-ai/flux-2/flash")
+    model.display_name = "Flash (staff name)"
+    model.is_active = False
+    model.save()
+    count = ApiModel.objects.count(), NegativePrompt.objects.count()
+
+    seed()
+
+    model.refresh_from_db()
+    assert model.display_name == "Flash (staff name)"
+    assert model.is_active is False
+    assert (ApiModel.objects.count(), NegativePrompt.objects.count()) == count
+
+
+def test_reset_restores_the_seed_values():
+    seed()
+    ApiModel.objects.filter(key="fal-ai/flux-2/flash").update(display_name="edited", is_active=False)
+    seed("--reset")
+    model = ApiModel.objects.get(key="fal-ai/flux-2/flash")
+    assert (model.display_name, model.is_active) == ("Flux-2 Flash", True)
