@@ -190,7 +190,6 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "studio")
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE: dict = {}  # filled by generation.apps once the pipeline exists
 
 # --- Providers (keys only from the environment) ---------------------------------------------
 FAL_KEY = env_secret("FAL_KEY")
@@ -198,6 +197,52 @@ REPLICATE_API_TOKEN = env_secret("REPLICATE_API_TOKEN")
 GEMINI_API_KEY = env_secret("GEMINI_API_KEY")
 COMFYUI_BASE_URL = env_str("COMFYUI_BASE_URL")
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL")
+# API base URLs are settings so tests can point the real adapters at the loopback simulator.
+FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run")
+REPLICATE_API_URL = env_str("REPLICATE_API_URL", "https://api.replicate.com")
+GEMINI_API_URL = env_str("GEMINI_API_URL", "https://generativelanguage.googleapis.com")
+GEMINI_API_VERSION = env_str("GEMINI_API_VERSION", "v1beta")
+PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0)
+PROVIDER_READ_TIMEOUT = env_float("PROVIDER_READ_TIMEOUT", 60.0)
+# Hosts (host or host:port) that staff configured and so may be fetched even on private or
+# loopback addresses: a ComfyUI server, the test simulator. Everything else that a user or a
+# provider response names goes through the public-address checks in generation.http.
+TRUSTED_FETCH_HOSTS = env_list("TRUSTED_FETCH_HOSTS")
+
+# How many calls to one provider may be in flight at once across all workers, and how many may
+# start per second; a 429 also pauses the provider for its Retry-After.
+PROVIDER_CONCURRENCY = {
+    "default": env_int("PROVIDER_CONCURRENCY", 4),
+    "fal": env_int("FAL_CONCURRENCY", 8),
+    "replicate": env_int("REPLICATE_CONCURRENCY", 6),
+    "gemini": env_int("GEMINI_CONCURRENCY", 4),
+    "comfyui": env_int("COMFYUI_CONCURRENCY", 2),
+    "local": env_int("LOCAL_CONCURRENCY", 1),
+    "offline": env_int("OFFLINE_CONCURRENCY", 16),
+}
+PROVIDER_RATE_PER_SECOND = {
+    "fal": env_int("FAL_RATE_PER_SECOND", 10),
+    "replicate": env_int("REPLICATE_RATE_PER_SECOND", 10),
+    "gemini": env_int("GEMINI_RATE_PER_SECOND", 5),
+}
+# Pipeline timing. Every countdown stays far below CELERY_VISIBILITY_TIMEOUT (see reliability.md).
+PIPELINE_MAX_COUNTDOWN = min(30, CELERY_VISIBILITY_TIMEOUT // 4)
+PIPELINE_MAX_ATTEMPTS = env_int("PIPELINE_MAX_ATTEMPTS", 4)
+PIPELINE_RETRY_BASE_SECONDS = env_float("PIPELINE_RETRY_BASE_SECONDS", 1.0)
+JOB_DEADLINE_SECONDS = env_int("JOB_DEADLINE_SECONDS", 15 * 60)
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30)
+SWEEP_STALE_SECONDS = env_int("SWEEP_STALE_SECONDS", 60)
+
+# The offline engine: latency and failure rate so progress, partial failure and retry can be
+# seen with no network.
+OFFLINE_LATENCY_SECONDS = env_float("OFFLINE_LATENCY_SECONDS", 1.0)
+OFFLINE_FAILURE_RATE = env_float("OFFLINE_FAILURE_RATE", 0.0)
+
+CELERY_BEAT_SCHEDULE = {
+    # Re-drives jobs whose messages were lost or whose worker died (the broker only returns those
+    # after its visibility timeout), and fails jobs past their deadline with a clear error.
+    "sweep-stale-jobs": {"task": "generation.tasks.jobs_sweep_task", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+}
 
 # --- Credits --------------------------------------------------------------------------------
 STARTING_CREDITS = env_int("STARTING_CREDITS", 100)

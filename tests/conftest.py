@@ -31,3 +31,14 @@ def alice_client(client, alice):
 def staff_client(client, staff):
     client.force_login(staff)
     return client
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """One real worker process for the session (tests using it need `transactional_db`)."""
+    from tests.worker import start_worker, stop_worker
+
+    with django_db_blocker.unblock():
+        process = start_worker()
+    yield process
+    stop_worker(process)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+# Set in the environment (not only here) so the Celery worker processes the tests start inherit
+# them: the same media folder, and a queue of this run's own so no stale message from an earlier
+# run is ever consumed.
+os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="charstudio-media-"))
+os.environ.setdefault("CELERY_DEFAULT_QUEUE", f"tests-{uuid.uuid4().hex[:8]}")
+os.environ.setdefault("OFFLINE_LATENCY_SECONDS", "0.05")
 
 from studio.settings import *  # noqa: E402,F403
-from studio.settings import STORAGES  # noqa: E402
 
 # Hashing passwords for real is the slowest part of creating test users.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-MEDIA_ROOT = tempfile.mkdtemp(prefix="charstudio-media-")
-if STORAGES["default"]["BACKEND"].endswith("FileSystemStorage"):
-    STORAGES["default"]["OPTIONS"]["location"] = MEDIA_ROOT

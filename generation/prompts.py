@@ -1,0 +1,70 @@
+"""Prompt building: the user's words, the character's identity, and the negative prompt."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from generation.models import JobMode
+from models_registry.models import GenerationMode, NegativePrompt
+
+if TYPE_CHECKING:
+    from models_registry.models import ApiModel
+    from studio.models import Character
+
+# Applied in MODIFY and text-to-image when enhancement is on; COPY turns it off so nothing
+# pulls the output away from the reference.
+ENHANCEMENT = "detailed character portrait, soft cinematic lighting, sharp focus, high quality"
+COPY_PROMPT = "an exact copy of the reference image"
+
+_APPEARANCE_ORDER = ("gender", "age", "ethnicity", "body", "hair_color", "hair_style", "eye_color", "features")
+
+
+def character_description(character: Character | None) -> str:
+    if character is None:
+        return ""
+    appearance = character.appearance or {}
+    parts = []
+    for key in _APPEARANCE_ORDER:
+        value = appearance.get(key)
+        if not value:
+            continue
+        if key == "hair_color":
+            parts.append(f"{value} hair")
+        elif key == "eye_color":
+            parts.append(f"{value} eyes")
+        else:
+            parts.append(str(value))
+    style = (character.identity or {}).get("style")
+    if style:
+        parts.append(str(style))
+    return ", ".join(parts)
+
+
+def build_prompt(*, prompt: str, mode: str, character: Character | None = None, enhance: bool = True) -> str:
+    """The prompt sent to the provider.
+
+    Video models take their identity from the source image, so i2v gets the user's action only.
+    """
+    prompt = prompt.strip()
+    if mode == JobMode.I2V:
+        return prompt
+    if mode == JobMode.I2I_COPY:
+        return prompt or COPY_PROMPT
+    parts = [character_description(character), prompt]
+    if enhance:
+        parts.append(ENHANCEMENT)
+    return ", ".join(p for p in parts if p)
+
+
+def negative_prompt_for(*, model: ApiModel, mode: str, content_mode: str = "sfw") -> str:
+    """The most specific active negative prompt: one for the model key, its provider, or '*'."""
+    generation_mode = GenerationMode.TXT2IMG if mode == JobMode.T2I else GenerationMode.I2I
+    candidates = NegativePrompt.objects.filter(
+        is_active=True,
+        content_mode=content_mode,
+        generation_mode=generation_mode,
+        model_type__in=[model.key, model.provider, "*"],
+    )
+    specificity = {model.key: 0, model.provider: 1, "*": 2}
+    best = sorted(candidates, key=lambda n: (specificity[n.model_type], -n.priority, n.id))
+    return best[0].text if best else ""

@@ -1,0 +1,165 @@
+"""The one small interface every provider adapter implements, and the types it speaks.
+
+An adapter turns a GenerationRequest into provider calls and the provider's answers into a
+ProviderResult. It never touches the database, storage or Celery: the pipeline owns state,
+retries and storage, so an adapter can be tested with `responses` alone.
+
+Lifecycle, driven by generation.services.requests:
+    submit(request)           -> ProviderResult: finished (sync providers) or PENDING with
+                                 external_id/handles to poll (queue providers)
+    poll(request, id, handles)-> ProviderResult: PENDING again, or finished
+    cancel(id, handles)       -> best effort; never raises for an already finished request
+Errors are ProviderError: permanent (invalid input, safety block, bad key) is never retried;
+otherwise the pipeline retries with backoff, honouring retry_after.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from models_registry.models import ApiModel
+
+
+class ProviderError(Exception):
+    """A failed provider call. `permanent` errors are never retried and never fall back."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        details: str = "",
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.details = details
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference image for image-to-image: its bytes, and a URL when one can be given out."""
+
+    data: bytes
+    content_type: str
+    # A short-lived URL a hosted provider may fetch (S3 presigned); None on local disk, where
+    # adapters send a data: URI instead.
+    url: str | None = None
+    # Storage path, used to drop duplicate references before sending.
+    key: str = ""
+
+    def data_uri(self) -> str:
+        return f"data:{self.content_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def url_or_data_uri(self) -> str:
+        return self.url or self.data_uri()
+
+
+@dataclass
+class GenerationRequest:
+    """What one provider call must produce: `num_images` images of one prompt."""
+
+    prompt: str
+    num_images: int = 1
+    negative_prompt: str = ""
+    seed: int | None = None
+    references: list[Reference] = field(default_factory=list)
+    # Image-to-image denoise strength in 0..1 (1 ignores the reference); None for text-to-image.
+    strength: float | None = None
+    # Model-specific extras (image_size, guidance, ...), passed through where the schema has them.
+    params: dict[str, Any] = field(default_factory=dict)
+    # The job's batch indexes this call fills, in order; images come back in the same order.
+    batch_indexes: list[int] = field(default_factory=list)
+    # Our ProviderRequest id: correlates webhooks, and seeds offline rendering.
+    request_id: str = ""
+    webhook_url: str | None = None
+
+
+class ResultStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass
+class GeneratedImage:
+    """One output image: inline bytes, or a URL the pipeline downloads at once."""
+
+    data: bytes | None = None
+    url: str | None = None
+    content_type: str = ""
+    seed: int | None = None
+    width: int | None = None
+    height: int | None = None
+    # Set when the provider returned this position but it is unusable (e.g. flagged by the safety
+    # checker): that slot fails permanently, the others are kept.
+    error: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProviderResult:
+    status: ResultStatus
+    images: list[GeneratedImage] = field(default_factory=list)
+    external_id: str = ""
+    # Provider-given URLs to poll, fetch and cancel with (fal status/response/cancel_url,
+    # Replicate urls.get/cancel). Adapters never rebuild them.
+    handles: dict[str, Any] = field(default_factory=dict)
+    # Seconds until the next poll is worth doing, when PENDING.
+    poll_after: float | None = None
+    error: str = ""
+    permanent: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != ResultStatus.PENDING
+
+
+class Provider:
+    """Base class: one subclass per provider module, named after the vendor."""
+
+    name: ClassVar[str] = ""
+    # Whether a PENDING submit can be resumed by polling (queue APIs). Sync providers are
+    # simply called again after a crash.
+    asynchronous: ClassVar[bool] = False
+    # Adapters whose outputs arrive as URLs that the pipeline must download (provider CDNs).
+    default_poll_interval: ClassVar[float] = 1.0
+
+    def __init__(self, model: ApiModel) -> None:
+        self.model = model
+
+    # --- configuration ------------------------------------------------------------------
+    def is_configured(self) -> bool:
+        """Whether the keys/URLs this provider needs are set. Unconfigured models are disabled."""
+        return True
+
+    def configuration_hint(self) -> str:
+        """What to set to enable this provider, shown in the studio when it is not configured."""
+        return ""
+
+    def health_check(self) -> bool:
+        """A cheap probe that the provider answers; cached by the router."""
+        return self.is_configured()
+
+    # --- the lifecycle ------------------------------------------------------------------
+    def submit(self, request: GenerationRequest) -> ProviderResult:
+        raise NotImplementedError
+
+    def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
+        raise ProviderError(f"{self.name} does not poll", permanent=True)
+
+    def cancel(self, external_id: str, handles: dict[str, Any]) -> None:
+        """Ask the provider to stop; providers without a cancel API do nothing."""

@@ -1,0 +1,71 @@
+"""Reads of jobs for pages and the JSON API, with a fixed number of queries."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+
+from generation.models import GenerationJob, ImageSlot, SlotStatus
+from studio.models import WorkspaceAsset
+
+
+def jobs_for_user(user) -> QuerySet[GenerationJob]:  # noqa: ANN001
+    """A user's jobs, newest first, with model, slots and assets loaded in three queries."""
+    return (
+        GenerationJob.objects.filter(owner=user)
+        .select_related("model")
+        .prefetch_related(
+            Prefetch("slots", queryset=ImageSlot.objects.order_by("index")),
+            Prefetch("assets", queryset=WorkspaceAsset.objects.order_by("batch_index")),
+        )
+        .order_by("-created_at")
+    )
+
+
+def job_for_user(user, job_id: uuid.UUID | str) -> GenerationJob:  # noqa: ANN001
+    """The user's job or 404: another user's job does not exist for them."""
+    return get_object_or_404(jobs_for_user(user), pk=job_id)
+
+
+def job_payload(job: GenerationJob) -> dict[str, Any]:
+    """The job as the studio's JSON API returns it (the product's batch response fields)."""
+    slots = list(job.slots.all())
+    assets = list(job.assets.all())
+    errors = [
+        {"index": s.index, "error": s.error, "details": s.details} for s in slots if s.status == SlotStatus.FAILED
+    ]
+    succeeded = sum(1 for s in slots if s.status == SlotStatus.SUCCEEDED)
+    done = sum(1 for s in slots if s.status in (SlotStatus.SUCCEEDED, SlotStatus.FAILED, SlotStatus.CANCELED))
+    return {
+        "id": str(job.pk),
+        "status": job.status,
+        "mode": job.mode,
+        "model": job.model.key,
+        "prompt": job.prompt,
+        "requested": job.images_requested,
+        "progress": {"done": done, "total": job.images_requested},
+        "success": succeeded,
+        "failed": len(errors),
+        "errors": errors,
+        "images": [
+            {
+                "id": str(a.pk),
+                "index": a.batch_index,
+                "url": reverse("studio:asset-file", args=[a.pk]),
+                "thumbnail_url": reverse("studio:asset-thumbnail", args=[a.pk]),
+                "width": a.width,
+                "height": a.height,
+                "seed": a.seed,
+                "content_type": a.content_type,
+            }
+            for a in assets
+        ],
+        "provider": job.provider,
+        "fallback_attempted": job.fallback_attempted,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }

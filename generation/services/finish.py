@@ -1,0 +1,93 @@
+"""Slot outcomes and the end of a job, counted in the database (never with Celery chords)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from generation.models import (
+    ACTIVE_JOB_STATUSES,
+    FINAL_SLOT_STATUSES,
+    GenerationJob,
+    ImageSlot,
+    JobStatus,
+    SlotStatus,
+)
+from generation.services.credits import credits_refund
+
+
+def slot_succeed(slot_id: int, job_id: uuid.UUID) -> bool:
+    """Mark a slot succeeded once; the job's counter moves only for the update that won."""
+    with transaction.atomic():
+        won = (
+            ImageSlot.objects.filter(pk=slot_id)
+            .exclude(status__in=FINAL_SLOT_STATUSES)
+            .update(status=SlotStatus.SUCCEEDED, error="", details="")
+        )
+        if won:
+            GenerationJob.objects.filter(pk=job_id).update(
+                succeeded_count=F("succeeded_count") + 1, updated_at=timezone.now()
+            )
+    return bool(won)
+
+
+def slot_fail(slot_id: int, job_id: uuid.UUID, error: str, details: str = "") -> bool:
+    with transaction.atomic():
+        won = (
+            ImageSlot.objects.filter(pk=slot_id)
+            .exclude(status__in=FINAL_SLOT_STATUSES)
+            .update(status=SlotStatus.FAILED, error=error[:300], details=details[:5000])
+        )
+        if won:
+            GenerationJob.objects.filter(pk=job_id).update(
+                failed_count=F("failed_count") + 1, updated_at=timezone.now()
+            )
+    return bool(won)
+
+
+def job_errors(job_id: uuid.UUID) -> list[dict]:
+    """[{index, error, details}] of the failed slots, as the product's batch response has them."""
+    return [
+        {"index": s.index, "error": s.error, "details": s.details}
+        for s in ImageSlot.objects.filter(job_id=job_id, status=SlotStatus.FAILED).order_by("index")
+    ]
+
+
+def job_finish_if_done(job_id: uuid.UUID) -> str | None:
+    """Close the job when no slot is left to run: succeeded, partial or failed.
+
+    The final UPDATE is conditional on the job still being active, so a finished job never moves
+    back and only one caller refunds a job where every image failed. Returns the final status
+    when this call closed the job.
+    """
+    counts = ImageSlot.objects.filter(job_id=job_id).aggregate(
+        total=Count("id"),
+        open=Count("id", filter=~Q(status__in=FINAL_SLOT_STATUSES)),
+        succeeded=Count("id", filter=Q(status=SlotStatus.SUCCEEDED)),
+        failed=Count("id", filter=Q(status=SlotStatus.FAILED)),
+    )
+    if counts["open"] or not counts["total"]:
+        return None
+    if counts["succeeded"] == counts["total"]:
+        final = JobStatus.SUCCEEDED
+    elif counts["succeeded"]:
+        final = JobStatus.PARTIAL
+    else:
+        final = JobStatus.FAILED
+    job = GenerationJob.objects.select_related("model").get(pk=job_id)
+    with transaction.atomic():
+        closed = GenerationJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(
+            status=final,
+            succeeded_count=counts["succeeded"],
+            failed_count=counts["failed"],
+            errors=job_errors(job_id),
+            cost=job.model.price_per_image * counts["succeeded"],
+            finished_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        if closed and final == JobStatus.FAILED:
+            credits_refund(job=job, note="every image failed")
+    return final if closed else None

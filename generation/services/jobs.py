@@ -1,0 +1,182 @@
+"""Creating a job: validate, charge one credit, save, and enqueue only after the commit."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from generation.models import GenerationJob, ImageSlot, JobKind, JobMode
+from generation.prompts import build_prompt, negative_prompt_for
+from generation.providers import get_provider
+from generation.services.credits import OutOfCredits, credit_account, credits_charge
+from models_registry.models import ApiModel
+from studio.models import Character, WorkspaceAsset
+
+STANDARD_COUNTS = (1, 2, 4)
+MODIFY_REFERENCE_STRENGTH = 0.5
+COPY_REFERENCE_STRENGTH = 0.95
+# The worker clamps COPY to at most this much change, whatever the slider says.
+COPY_MAX_DENOISE = 0.05
+
+
+class JobRequestError(Exception):
+    """A request the studio cannot run, with a message to show the user as is."""
+
+    def __init__(self, message: str, *, code: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.field = field
+
+
+def allowed_counts(model: ApiModel) -> list[int]:
+    """x1, x2, x4 on every model, plus every count up to a higher native maximum (Seedream: 10)."""
+    counts = set(STANDARD_COUNTS)
+    if model.max_images > max(STANDARD_COUNTS):
+        counts.update(range(1, model.max_images + 1))
+    return sorted(counts)
+
+
+def denoise_for(mode: str, reference_strength: float) -> float:
+    """How far the output may move from the reference (the product notes' conversion)."""
+    denoise = 1.0 - reference_strength
+    if mode == JobMode.I2I_COPY:
+        denoise = min(denoise, COPY_MAX_DENOISE)
+    return round(max(0.0, min(1.0, denoise)), 4)
+
+
+def _required_task(mode: str) -> str:
+    return {JobMode.T2I: "t2i", JobMode.I2I_MODIFY: "i2i", JobMode.I2I_COPY: "i2i", JobMode.I2V: "i2v"}[mode]
+
+
+def job_create(
+    *,
+    user,  # noqa: ANN001
+    model: ApiModel,
+    prompt: str,
+    images: int = 1,
+    mode: str = JobMode.T2I,
+    references: Sequence[uuid.UUID | str] = (),
+    character: Character | None = None,
+    reference_strength: float | None = None,
+    enhance: bool = True,
+    idempotency_key: uuid.UUID | None = None,
+    kind: str = JobKind.STUDIO,
+    params: dict[str, Any] | None = None,
+) -> GenerationJob:
+    """Create and enqueue a job, charging one credit whatever its image count.
+
+    Raises JobRequestError (with a user-facing message) for anything it cannot run; in that case
+    nothing is saved and nothing is charged. A repeated idempotency_key returns the first job.
+    """
+    if idempotency_key is not None:
+        existing = GenerationJob.objects.filter(owner=user, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
+
+    prompt = (prompt or "").strip()
+    if mode not in JobMode.values:
+        raise JobRequestError("Unknown generation mode.", code="bad_mode", field="mode")
+    if not prompt and mode != JobMode.I2I_COPY:
+        raise JobRequestError("Write a prompt first.", code="prompt_required", field="prompt")
+    if not model.is_active:
+        raise JobRequestError(f"{model.display_name} is not available right now.", code="model_inactive", field="model")
+    provider = get_provider(model)
+    if not provider.is_configured():
+        hint = provider.configuration_hint()
+        raise JobRequestError(
+            f"{model.display_name} is not set up on this server. {hint}".strip(),
+            code="model_unconfigured",
+            field="model",
+        )
+    task = _required_task(mode)
+    if not model.supports(task):
+        what = "text-to-image" if task == "t2i" else "image-to-image"
+        raise JobRequestError(f"{model.display_name} cannot do {what}.", code="task_unsupported", field="model")
+    if images not in allowed_counts(model):
+        counts = ", ".join(map(str, allowed_counts(model)))
+        raise JobRequestError(
+            f"{model.display_name} can make {counts} images per job, not {images}.", code="bad_count", field="images"
+        )
+    if character is not None and character.owner_id != user.pk:
+        raise JobRequestError("That character does not exist.", code="character_not_found", field="character")
+
+    reference_ids = [str(r) for r in references if r]
+    if task == "t2i" and reference_ids:
+        raise JobRequestError(
+            "Text-to-image takes no reference image.", code="unexpected_reference", field="references"
+        )
+    if task != "t2i" and not reference_ids:
+        raise JobRequestError("Choose a reference image first.", code="reference_required", field="references")
+    if len(reference_ids) > 1 and not model.supports("i2i_multi"):
+        # The bar says so too: a second reference only reaches models that take several.
+        reference_ids = reference_ids[:1]
+    assets = _owned_assets(user, reference_ids)
+
+    job_params: dict[str, Any] = dict(params or {})
+    if task != "t2i":
+        default_strength = COPY_REFERENCE_STRENGTH if mode == JobMode.I2I_COPY else MODIFY_REFERENCE_STRENGTH
+        strength = default_strength if reference_strength is None else float(reference_strength)
+        if not 0.0 <= strength <= 1.0:
+            raise JobRequestError("Reference strength must be between 0 and 1.", code="bad_strength", field="strength")
+        job_params["reference_strength"] = strength
+        job_params["denoise"] = denoise_for(mode, strength)
+    enhance = enhance and mode != JobMode.I2I_COPY
+    job_params["enhance"] = enhance
+    job_params.setdefault("seed", random.randrange(2**31))
+
+    account = credit_account(user)
+    try:
+        with transaction.atomic():
+            job = GenerationJob.objects.create(
+                owner=user,
+                character=character,
+                model=model,
+                kind=kind,
+                mode=mode,
+                prompt=prompt,
+                final_prompt=build_prompt(prompt=prompt, mode=mode, character=character, enhance=enhance),
+                negative_prompt=negative_prompt_for(model=model, mode=mode),
+                params=job_params,
+                references=[{"asset": str(a.id)} for a in assets],
+                images_requested=images,
+                idempotency_key=idempotency_key,
+                provider=model.provider,
+                credits_charged=1,
+            )
+            credits_charge(account=account, job=job)
+            ImageSlot.objects.bulk_create(ImageSlot(job=job, index=i) for i in range(images))
+            transaction.on_commit(lambda: _enqueue_dispatch(job.id))
+    except OutOfCredits as exc:
+        raise JobRequestError(str(exc), code="out_of_credits") from exc
+    except IntegrityError:
+        # The same idempotency key committed first in a concurrent request: that job stands.
+        if idempotency_key is not None:
+            existing = GenerationJob.objects.filter(owner=user, idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing
+        raise
+    return job
+
+
+def _owned_assets(user, reference_ids: list[str]) -> list[WorkspaceAsset]:  # noqa: ANN001
+    if not reference_ids:
+        return []
+    try:
+        ids = [uuid.UUID(r) for r in reference_ids]
+    except ValueError as exc:
+        raise JobRequestError("That reference image does not exist.", code="reference_not_found") from exc
+    found = {a.id: a for a in WorkspaceAsset.objects.filter(owner=user, id__in=ids, kind="image")}
+    if len(found) != len(set(ids)):
+        raise JobRequestError("That reference image does not exist.", code="reference_not_found", field="references")
+    return [found[i] for i in ids]
+
+
+def _enqueue_dispatch(job_id: uuid.UUID) -> None:
+    from generation.tasks import job_dispatch_task
+
+    job_dispatch_task.delay(str(job_id))

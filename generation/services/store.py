@@ -1,0 +1,65 @@
+"""Storing one generated image: fetch or decode, verify, re-encode, thumbnail, record."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+
+from generation.http import DownloadError, UnsafeURLError, fetch
+from generation.imaging import InvalidImage, process_image
+from generation.models import FINAL_SLOT_STATUSES, GenerationJob, ImageSlot
+from generation.providers.base import GeneratedImage
+from generation.services.finish import slot_fail, slot_succeed
+from studio.models import AssetSource, WorkspaceAsset
+
+logger = logging.getLogger(__name__)
+
+
+def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage) -> bool:
+    """Store `image` as the asset of (job, slot.index) and mark the slot succeeded.
+
+    Idempotent: a second delivery finds the asset and stores nothing. An image that cannot be
+    downloaded or is not a real, allowed image fails the slot with a clear error and leaves
+    nothing in storage. Returns whether the slot succeeded.
+    """
+    if slot.status in FINAL_SLOT_STATUSES:
+        return False
+    if WorkspaceAsset.objects.filter(job=job, batch_index=slot.index).exists():
+        return slot_succeed(slot.pk, job.pk)
+    try:
+        data = image.data if image.data is not None else fetch(image.url or "").data
+        processed = process_image(data)
+    except (DownloadError, UnsafeURLError) as exc:
+        slot_fail(slot.pk, job.pk, "The provider's image could not be downloaded.", str(exc))
+        return False
+    except InvalidImage as exc:
+        slot_fail(slot.pk, job.pk, "The provider returned something that is not a usable image.", str(exc))
+        return False
+
+    asset = WorkspaceAsset(
+        id=uuid.uuid4(),
+        owner_id=job.owner_id,
+        job=job,
+        character_id=job.character_id,
+        batch_index=slot.index,
+        source=AssetSource.GENERATED,
+        width=processed.width,
+        height=processed.height,
+        content_type=processed.content_type,
+        bytes=len(processed.data),
+        seed=image.seed,
+        metadata={**image.metadata, "model": job.model.key, "provider": job.provider},
+    )
+    asset.file.save(f"{slot.index}.{processed.extension}", ContentFile(processed.data), save=False)
+    asset.thumbnail.save(f"{slot.index}.jpg", ContentFile(processed.thumbnail), save=False)
+    try:
+        with transaction.atomic():
+            asset.save(force_insert=True)
+    except IntegrityError:
+        # A concurrent delivery stored this slot first: keep theirs, drop our files.
+        asset.file.delete(save=False)
+        asset.thumbnail.delete(save=False)
+    return slot_succeed(slot.pk, job.pk)

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from generation import views
+
+app_name = "generation"
+
+urlpatterns = [
+    path("api/jobs/<uuid:job_id>", views.job_detail_api, name="api-job-detail"),
+]
