@@ -1,0 +1,244 @@
+"""fal.ai through its queue API: submit, poll the status URL, fetch the result, cancel.
+
+The queue (not the synchronous fal.run) is used because fal retries runner failures of queued
+requests itself and unbilled, and because a request id saved before polling lets a crashed
+worker resume instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from django.conf import settings
+
+from generation.providers.base import (
+    GeneratedImage,
+    GenerationRequest,
+    Provider,
+    ProviderError,
+    ProviderResult,
+    ResultStatus,
+)
+from generation.providers.http_api import HttpApi, unique_references
+from models_registry.capabilities import schema_properties
+
+NSFW_ERROR = "blocked by the provider's safety checker"
+# Inputs the adapter fills itself; request.params never overrides them.
+_MANAGED_FIELDS = frozenset({"prompt", "num_images", "seed", "negative_prompt", "image_url", "image_urls", "image"})
+_STATUS_CODE_IN_ERROR = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
+
+
+def detail_text(detail: Any) -> str:
+    """fal's `detail`: a string, or a list of {loc, msg, type} validation errors."""
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, list):
+        return ""
+    parts = []
+    for item in detail:
+        if not isinstance(item, dict):
+            parts.append(str(item))
+            continue
+        location = ".".join(str(p) for p in item.get("loc") or [] if p != "body")
+        text = str(item.get("msg") or item.get("type") or "invalid input")
+        parts.append(f"{location}: {text}" if location else text)
+    return "; ".join(parts)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_result(body: Any) -> list[GeneratedImage]:
+    """The images of a model output (a queue result, or a webhook's `payload`), in order."""
+    if not isinstance(body, dict):
+        return []
+    raw = body.get("images")
+    if raw is None and body.get("image"):
+        raw = [body["image"]]  # single-image endpoints
+    if not isinstance(raw, list):
+        return []
+    flags = body.get("has_nsfw_concepts")
+    flags = flags if isinstance(flags, list) else []
+    seed = _int_or_none(body.get("seed"))
+    images = []
+    for index, item in enumerate(raw):
+        item = {"url": item} if isinstance(item, str) else item if isinstance(item, dict) else {}
+        url = str(item.get("url") or "")
+        image = GeneratedImage(
+            url=url or None,
+            content_type=str(item.get("content_type") or ""),
+            width=_int_or_none(item.get("width")),
+            height=_int_or_none(item.get("height")),
+            seed=seed,
+            metadata={k: item[k] for k in ("file_name", "file_size") if k in item},
+        )
+        if url.startswith("data:"):  # sync_mode answers inline data URIs instead of CDN links
+            header, _, encoded = url.partition(",")
+            try:
+                image.data = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                image.error = "fal.ai returned an unreadable data URI."
+            image.url = None
+            image.content_type = image.content_type or header[5:].split(";")[0]
+        if not url:
+            image.error = "fal.ai returned an image without a URL."
+        if index < len(flags) and flags[index] is True:
+            # Flagged images come back blacked out: the slot fails, its siblings are kept.
+            image.error = NSFW_ERROR
+        images.append(image)
+    return images
+
+
+def _failed(message: str, *, permanent: bool) -> ProviderResult:
+    return ProviderResult(status=ResultStatus.FAILED, error=message, permanent=permanent)
+
+
+def webhook_result(body: dict[str, Any]) -> ProviderResult:
+    """A fal webhook delivery ({request_id, status OK|ERROR, payload}) as a finished result."""
+    payload = body.get("payload")
+    if body.get("status") == "OK" and isinstance(payload, dict):
+        return _result_from_output(payload)
+    reason = detail_text(payload.get("detail")) if isinstance(payload, dict) else ""
+    reason = reason or str(body.get("payload_error") or body.get("error") or "unknown error")
+    match = _STATUS_CODE_IN_ERROR.search(str(body.get("error") or ""))
+    permanent = bool(match) and 400 <= int(match.group(1)) < 500 and match.group(1) not in {"408", "429"}
+    return _failed(f"fal.ai failed the request: {reason}", permanent=permanent)
+
+
+def _result_from_output(body: dict[str, Any]) -> ProviderResult:
+    images = parse_result(body)
+    if not images:
+        return _failed("fal.ai finished without returning any image.", permanent=False)
+    return ProviderResult(status=ResultStatus.SUCCEEDED, images=images, metadata={"seed": body.get("seed")})
+
+
+class Fal(HttpApi, Provider):
+    name = "fal"
+    asynchronous = True
+    api_label = "fal.ai"
+
+    def is_configured(self) -> bool:
+        return bool(settings.FAL_KEY)
+
+    def configuration_hint(self) -> str:
+        return "Set FAL_KEY to use fal.ai models."
+
+    def api_secret(self) -> str:
+        return settings.FAL_KEY
+
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Key {settings.FAL_KEY}"}  # "Key", not "Bearer"
+
+    def error_message(self, response: requests.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text
+        return (detail_text(body.get("detail")) if isinstance(body, dict) else "") or response.text
+
+    def error_for_response(self, response: requests.Response) -> ProviderError:
+        error = super().error_for_response(response)
+        # fal says per answer whether a retry can help (older name: X-Fal-Needs-Retry).
+        hint = (response.headers.get("X-Fal-Retryable") or response.headers.get("X-Fal-Needs-Retry") or "").lower()
+        if hint in {"true", "false"}:
+            error.permanent = hint == "false"
+        return error
+
+    def build_input(self, request: GenerationRequest) -> dict[str, Any]:
+        model = self.model
+        properties = schema_properties(model.input_schema)
+        capabilities = model.capabilities or {}
+        payload: dict[str, Any] = {"prompt": request.prompt}
+        if model.max_images > 1:
+            if request.num_images > model.max_images:
+                raise ProviderError(f"{model.key} makes at most {model.max_images} images a request.", permanent=True)
+            payload["num_images"] = request.num_images
+        elif request.num_images > 1:
+            raise ProviderError(f"{model.key} makes one image a request.", permanent=True)
+        if request.seed is not None:
+            payload["seed"] = request.seed
+        if request.negative_prompt and ("negative_prompt" in properties or capabilities.get("negative_prompt")):
+            payload["negative_prompt"] = request.negative_prompt
+        for name, value in request.params.items():
+            if name in properties and name not in _MANAGED_FIELDS:
+                payload[name] = value
+        references = unique_references(request.references)
+        if references:
+            limit = capabilities.get("max_reference_images")
+            if limit and len(references) > limit:
+                raise ProviderError(f"{model.key} takes at most {limit} reference images.", permanent=True)
+            field = model.image_field
+            uris = [reference.url_or_data_uri() for reference in references]
+            payload[field] = uris if field == "image_urls" else uris[0]
+        if request.strength is not None and capabilities.get("strength_field"):
+            payload[capabilities["strength_field"]] = request.strength
+        return payload
+
+    def submit(self, request: GenerationRequest) -> ProviderResult:
+        url = f"{settings.FAL_QUEUE_URL.rstrip('/')}/{self.model.key}"
+        if request.webhook_url:
+            url += "?" + urlencode({"fal_webhook": request.webhook_url})
+        body = self.json(self.http("POST", url, json=self.build_input(request)))
+        handles = {name: body.get(name) for name in ("status_url", "response_url", "cancel_url")}
+        if not body.get("request_id") or not handles["status_url"] or not handles["response_url"]:
+            # Queued (and maybe billed) but unpollable: retrying would pay twice, so fail for good.
+            raise ProviderError("fal.ai accepted the request without a request id or its URLs.", permanent=True)
+        return ProviderResult(
+            status=ResultStatus.PENDING,
+            external_id=body["request_id"],
+            handles=handles,
+            poll_after=self.default_poll_interval,
+        )
+
+    def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
+        # Status URLs drop the model's sub-path (fal-ai/flux-2/requests/...): always use them as given.
+        body = self.json(self.http("GET", self.handle(handles, "status_url"), params={"logs": "false"}))
+        status = body.get("status")
+        if status != "COMPLETED":  # IN_QUEUE / IN_PROGRESS (202); logs and queue_position are optional
+            position = body.get("queue_position")
+            metadata = {"queue_position": position} if isinstance(position, int) else {}
+            return ProviderResult(status=ResultStatus.PENDING, poll_after=self.default_poll_interval, metadata=metadata)
+        if body.get("error"):
+            return self._completed_with_error(body, handles)
+        try:
+            return self._fetch_result(handles)
+        except ProviderError as exc:
+            if not exc.permanent:
+                raise  # a transient fetch failure: poll again, the result stays for a while
+            return _failed(exc.message, permanent=True)
+
+    def _fetch_result(self, handles: dict[str, Any]) -> ProviderResult:
+        return _result_from_output(self.json(self.http("GET", self.handle(handles, "response_url"))))
+
+    def _completed_with_error(self, body: dict[str, Any], handles: dict[str, Any]) -> ProviderResult:
+        # Failed and cancelled requests are COMPLETED too; error/error_type say which.
+        error, error_type = str(body["error"]), str(body.get("error_type") or "")
+        if "cancel" in error_type.lower():
+            return ProviderResult(status=ResultStatus.CANCELED, error=error)
+        if error_type:
+            # Infrastructure failures (request_timeout, runner_disconnected, ...): fal already
+            # retried them, and 5xx failures are not billed, so another submit is safe.
+            return _failed(f"fal.ai failed the request: {error} ({error_type})", permanent=False)
+        # The model itself failed: the result call replays its status and body, e.g. a 422 detail.
+        try:
+            return self._fetch_result(handles)
+        except ProviderError as exc:
+            if exc.status_code is None:
+                raise
+            return _failed(exc.message, permanent=exc.permanent)
+
+    def cancel(self, external_id: str, handles: dict[str, Any]) -> None:
+        if not handles.get("cancel_url"):
+            return
+        try:
+            self.http("PUT", handles["cancel_url"])
+        except ProviderError as exc:
+            # ALREADY_COMPLETED / NOT_FOUND come back as 400 / 404 [NV]: nothing left to stop.
+            if exc.status_code not in {400, 404, 409}:
+                raise

@@ -1,0 +1,192 @@
+"""Replicate predictions: create (with a short Prefer: wait), poll urls.get, cancel.
+
+Double billing: Replicate has no idempotency key, so submit() posts the create exactly once and
+never retries it itself. When a create fails in a way that may still have made a prediction
+(read timeout, connection dropped after sending, 5xx), the ProviderError says so in `details`
+(CREATE_MAY_HAVE_BEEN_RECEIVED): retrying it is the pipeline's call, which it should weigh
+against the webhook (if set) that would still announce such an orphan prediction.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import requests
+from django.conf import settings
+
+from generation.providers.base import (
+    GeneratedImage,
+    GenerationRequest,
+    Provider,
+    ProviderError,
+    ProviderResult,
+    ResultStatus,
+)
+from generation.providers.http_api import MAY_HAVE_BEEN_RECEIVED, HttpApi, json_or_none, unique_references
+from models_registry.capabilities import schema_properties
+
+CREATE_MAY_HAVE_BEEN_RECEIVED = "create may have been received"
+# Seconds Replicate may hold the create open; fast models then answer finished in one call.
+PREFER_WAIT_SECONDS = 5
+_MANAGED_FIELDS = frozenset({"prompt", "num_outputs", "num_images", "seed", "negative_prompt", "image", "image_urls"})
+# A failed prediction was billed for its compute time, so only failures that read as transient
+# are worth another paid attempt; everything else (NSFW, invalid input, model bugs) is permanent.
+_TRANSIENT_FAILURE = re.compile(r"time(d)?[ -]?out|timeout", re.IGNORECASE)
+_RESETS_IN = re.compile(r"resets in ~?(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+
+
+class Replicate(HttpApi, Provider):
+    name = "replicate"
+    asynchronous = True
+    api_label = "Replicate"
+
+    def is_configured(self) -> bool:
+        return bool(settings.REPLICATE_API_TOKEN)
+
+    def configuration_hint(self) -> str:
+        return "Set REPLICATE_API_TOKEN to use Replicate models."
+
+    def api_secret(self) -> str:
+        return settings.REPLICATE_API_TOKEN
+
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {settings.REPLICATE_API_TOKEN}"}
+
+    def error_message(self, response: requests.Response) -> str:
+        # RFC 7807 problem details: {"title", "detail", "status", ...}; 429s carry only detail.
+        body = json_or_none(response)
+        if isinstance(body, dict):
+            parts = [str(body[k]) for k in ("title", "detail") if body.get(k)]
+            if parts:
+                return ": ".join(dict.fromkeys(parts))
+        return response.text
+
+    def retry_after(self, response: requests.Response) -> float | None:
+        seconds = super().retry_after(response)
+        if seconds is None:  # "Request was throttled. Your rate limit resets in ~30s."
+            match = _RESETS_IN.search(response.text)
+            seconds = float(match.group(1)) if match else None
+        return seconds
+
+    def build_input(self, request: GenerationRequest) -> dict[str, Any]:
+        model = self.model
+        properties = schema_properties(model.input_schema)
+        capabilities = model.capabilities or {}
+        payload: dict[str, Any] = {"prompt": request.prompt}
+        count_field = next((f for f in ("num_outputs", "num_images") if f in properties), None)
+        if count_field:
+            if request.num_images > model.max_images:
+                raise ProviderError(f"{model.key} makes at most {model.max_images} images a request.", permanent=True)
+            payload[count_field] = request.num_images
+        elif request.num_images > 1:
+            raise ProviderError(f"{model.key} makes one image a request.", permanent=True)
+        if request.seed is not None:
+            payload["seed"] = request.seed
+        if request.negative_prompt and ("negative_prompt" in properties or capabilities.get("negative_prompt")):
+            payload["negative_prompt"] = request.negative_prompt
+        for name, value in request.params.items():
+            if name in properties and name not in _MANAGED_FIELDS:
+                payload[name] = value
+        references = unique_references(request.references)
+        if references:
+            # Presigned URLs are preferred: Replicate takes data URIs only for small files [NV].
+            uris = [reference.url_or_data_uri() for reference in references]
+            field = model.image_field
+            payload[field] = uris if field == "image_urls" else uris[0]
+        if request.strength is not None and capabilities.get("strength_field"):
+            payload[capabilities["strength_field"]] = request.strength
+        return payload
+
+    def create_url_and_body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+        base = settings.REPLICATE_API_URL.rstrip("/")
+        key, _, key_version = self.model.key.partition(":")
+        version = (self.model.capabilities or {}).get("version") or key_version
+        inputs = self.build_input(request)
+        if version:
+            url, body = f"{base}/v1/predictions", {"version": version, "input": inputs}
+        else:
+            # Official models run their latest version through the model's own endpoint.
+            url, body = f"{base}/v1/models/{key}/predictions", {"input": inputs}
+        if request.webhook_url:
+            body["webhook"] = request.webhook_url
+            body["webhook_events_filter"] = ["completed"]
+        return url, body
+
+    def submit(self, request: GenerationRequest) -> ProviderResult:
+        url, body = self.create_url_and_body(request)
+        connect, read = (settings.PROVIDER_CONNECT_TIMEOUT, settings.PROVIDER_READ_TIMEOUT)
+        try:
+            response = self.http(
+                "POST",
+                url,
+                json=body,
+                headers={"Prefer": f"wait={PREFER_WAIT_SECONDS}"},
+                # The answer may legitimately take the whole wait: never time out before it.
+                timeout=(float(connect), max(float(read), PREFER_WAIT_SECONDS + 5.0)),
+            )
+            prediction = self.json(response)
+        except ProviderError as exc:
+            # A 4xx is a refusal; anything else (timeouts, drops, 5xx, a garbled 201) may hide a
+            # prediction that runs and bills. A connect failure before sending is the one safe case.
+            never_sent = exc.status_code is None and exc.details != MAY_HAVE_BEEN_RECEIVED
+            if not never_sent and not (exc.status_code and 400 <= exc.status_code < 500):
+                exc.details = CREATE_MAY_HAVE_BEEN_RECEIVED
+            raise
+        return self.result_from_prediction(prediction)
+
+    def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
+        return self.result_from_prediction(self.json(self.http("GET", self.handle(handles, "get"))))
+
+    def cancel(self, external_id: str, handles: dict[str, Any]) -> None:
+        if not handles.get("cancel"):
+            return
+        try:
+            # An empty POST; a finished prediction answers 200 unchanged.
+            self.http("POST", handles["cancel"])
+        except ProviderError as exc:
+            if exc.status_code not in {400, 404, 409, 422}:
+                raise
+
+    def result_from_prediction(self, prediction: dict[str, Any]) -> ProviderResult:
+        """A prediction object (create, GET or webhook body) as a ProviderResult."""
+        status = prediction.get("status")
+        prediction_id = str(prediction.get("id") or "")
+        urls = prediction.get("urls") if isinstance(prediction.get("urls"), dict) else {}
+        handles = {"get": urls.get("get"), "cancel": urls.get("cancel")}
+        metadata = {"metrics": prediction.get("metrics") or {}}
+        common = {"external_id": prediction_id, "handles": handles, "metadata": metadata}
+        if status == "succeeded":
+            images = [GeneratedImage(url=url) for url in _output_urls(prediction.get("output"))]
+            if not images:
+                return ProviderResult(
+                    status=ResultStatus.FAILED, error="Replicate finished without returning any image.", **common
+                )
+            return ProviderResult(status=ResultStatus.SUCCEEDED, images=images, **common)
+        if status == "failed":
+            error = str(prediction.get("error") or "unknown error")
+            transient = bool(_TRANSIENT_FAILURE.search(error))
+            return ProviderResult(
+                status=ResultStatus.FAILED, error=f"Replicate: {error}", permanent=not transient, **common
+            )
+        if status == "canceled":
+            return ProviderResult(status=ResultStatus.CANCELED, error="The prediction was canceled.", **common)
+        if status == "aborted":
+            # A Cancel-After deadline passed before it started: terminal and unbilled, so a retry is free.
+            metadata["billed"] = False
+            return ProviderResult(
+                status=ResultStatus.FAILED, error="Replicate aborted the prediction before it started.", **common
+            )
+        if not prediction_id or not handles["get"]:
+            raise ProviderError("Replicate answered a prediction without an id or a get URL.", permanent=True)
+        # starting / processing: keep polling, even when `output` already holds partial URLs.
+        return ProviderResult(status=ResultStatus.PENDING, poll_after=self.default_poll_interval, **common)
+
+
+def _output_urls(output: Any) -> list[str]:
+    """Image models answer a list of URLs, or a single URL string."""
+    if isinstance(output, str):
+        return [output] if output else []
+    if isinstance(output, list):
+        return [item for item in output if isinstance(item, str) and item]
+    return []

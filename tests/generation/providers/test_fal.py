@@ -1,0 +1,393 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+import responses
+from responses import matchers
+
+from generation.providers.base import GenerationRequest, ProviderError, Reference, ResultStatus
+from generation.providers.fal import NSFW_ERROR, Fal, parse_result, webhook_result
+from models_registry.seed import MODELS
+from tests.generation.providers import PNG, api_model, sent_json
+
+FAL_KEY = "8a1b2c3d-key-id:f00dfeedsecret"
+REQUEST_ID = "80e732af-660e-45cd-bd63-580e4f2a94cc"
+# Status, result and cancel URLs drop the model's sub-path ("flash"): fal hands them out and
+# the adapter must use them as given.
+BASE = f"https://queue.fal.run/fal-ai/flux-2/requests/{REQUEST_ID}"
+SUBMITTED = {
+    "request_id": REQUEST_ID,
+    "status": "IN_QUEUE",
+    "queue_position": 0,
+    "response_url": BASE,
+    "status_url": f"{BASE}/status",
+    "cancel_url": f"{BASE}/cancel",
+}
+HANDLES = {"status_url": f"{BASE}/status", "response_url": BASE, "cancel_url": f"{BASE}/cancel"}
+OUTPUT = {
+    "images": [
+        {
+            "url": f"https://v3.fal.media/files/lion/img{i}.jpg",
+            "width": 768,
+            "height": 1024,
+            "content_type": "image/jpeg",
+        }
+        for i in range(4)
+    ],
+    "timings": {"inference": 0.41},
+    "seed": 42,
+    "has_nsfw_concepts": [False, True, False, False],
+    "prompt": "a red fox in snow",
+}
+STATUS_QUERY = [matchers.query_param_matcher({"logs": "false"})]
+
+
+def seeded(key: str):
+    row = next(m for m in MODELS if m["key"] == key)
+    return api_model(
+        row["key"],
+        row["provider"],
+        tasks=row["tasks"],
+        input_schema=row["input_schema"],
+        capabilities=row["capabilities"],
+    )
+
+
+def ref(name: str, *, url: str | None = None, data: bytes = PNG) -> Reference:
+    return Reference(data=data, content_type="image/png", url=url, key=f"refs/{name}")
+
+
+@pytest.fixture(autouse=True)
+def _fal_settings(settings):
+    settings.FAL_KEY = FAL_KEY
+    settings.FAL_QUEUE_URL = "https://queue.fal.run"
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+class TestFalSubmit:
+    def test_it_queues_the_model_input_with_key_auth(self, rsps):
+        rsps.post("https://queue.fal.run/fal-ai/flux-2/flash", json=SUBMITTED)
+        request = GenerationRequest(
+            prompt="a red fox in snow",
+            num_images=2,
+            seed=42,
+            negative_prompt="blurry",  # flux-2/flash has no negative_prompt input
+            params={"image_size": "portrait_4_3", "guidance_scale": 9, "prompt": "not this one"},
+        )
+        result = Fal(seeded("fal-ai/flux-2/flash")).submit(request)
+
+        call = rsps.calls[0]
+        assert call.request.method == "POST"
+        assert call.request.url == "https://queue.fal.run/fal-ai/flux-2/flash"
+        assert call.request.headers["Authorization"] == f"Key {FAL_KEY}"
+        assert call.request.headers["Content-Type"] == "application/json"
+        assert sent_json(call) == {
+            "prompt": "a red fox in snow",
+            "num_images": 2,
+            "seed": 42,
+            "image_size": "portrait_4_3",
+        }
+        assert result.status == ResultStatus.PENDING
+        assert result.external_id == REQUEST_ID
+        assert result.handles == HANDLES
+        assert result.poll_after == pytest.approx(1.0)
+
+    def test_it_asks_for_a_webhook_in_the_query(self, rsps):
+        rsps.post("https://queue.fal.run/fal-ai/flux-2", json=SUBMITTED)
+        hook = "https://studio.test/webhooks/fal/?request=12&sig=a b"
+        Fal(seeded("fal-ai/flux-2")).submit(GenerationRequest(prompt="x", webhook_url=hook))
+        assert rsps.calls[0].request.url == (
+            "https://queue.fal.run/fal-ai/flux-2?fal_webhook=https%3A%2F%2Fstudio.test%2Fwebhooks%2Ffal%2F"
+            "%3Frequest%3D12%26sig%3Da+b"
+        )
+
+    def test_it_sends_references_as_an_image_urls_list_without_duplicates(self, rsps):
+        rsps.post("https://queue.fal.run/fal-ai/flux-2/flash/edit", json=SUBMITTED)
+        presigned = "https://bucket.s3.test/refs/a.png?X-Amz-Signature=abc"
+        references = [ref("a.png", url=presigned), ref("b.png"), ref("a.png", url=presigned), ref("b.png")]
+        Fal(seeded("fal-ai/flux-2/flash/edit")).submit(
+            GenerationRequest(prompt="same outfit", references=references, strength=0.4)
+        )
+        body = sent_json(rsps.calls[0])
+        assert body["image_urls"] == [presigned, "data:image/png;base64," + base64.b64encode(PNG).decode()]
+        assert "strength" not in body  # no strength_field for this model
+
+    def test_it_sends_one_reference_as_image_url(self, rsps):
+        rsps.post("https://queue.fal.run/fal-ai/flux-pro/kontext", json=SUBMITTED)
+        references = [ref("a.png", url="https://s3.test/a.png"), ref("b.png", url="https://s3.test/b.png")]
+        Fal(seeded("fal-ai/flux-pro/kontext")).submit(GenerationRequest(prompt="edit", references=references))
+        body = sent_json(rsps.calls[0])
+        assert body["image_url"] == "https://s3.test/a.png"
+        assert "image_urls" not in body
+
+    def test_it_sends_an_array_when_the_capabilities_require_it(self, rsps):
+        model = api_model(
+            "fal-ai/some/edit",
+            "fal",
+            input_schema={"properties": {"prompt": {}, "image_url": {}}},
+            capabilities={"requires_image_urls_array": True},
+        )
+        rsps.post("https://queue.fal.run/fal-ai/some/edit", json=SUBMITTED)
+        Fal(model).submit(GenerationRequest(prompt="edit", references=[ref("a.png", url="https://s3.test/a.png")]))
+        assert sent_json(rsps.calls[0])["image_urls"] == ["https://s3.test/a.png"]
+
+    def test_it_sends_image_strength_and_negative_prompt_where_the_schema_has_them(self, rsps):
+        model = api_model(
+            "fal-ai/flux/dev/image-to-image",
+            "fal",
+            input_schema={"properties": {"prompt": {}, "image": {}, "strength": {}, "negative_prompt": {}}},
+            capabilities={"strength_field": "strength"},
+        )
+        rsps.post("https://queue.fal.run/fal-ai/flux/dev/image-to-image", json=SUBMITTED)
+        request = GenerationRequest(
+            prompt="p", negative_prompt="blurry", strength=0.35, references=[ref("a.png", url="https://s3.test/a.png")]
+        )
+        Fal(model).submit(request)
+        assert sent_json(rsps.calls[0]) == {
+            "prompt": "p",
+            "negative_prompt": "blurry",
+            "image": "https://s3.test/a.png",
+            "strength": 0.35,
+        }
+
+    def test_it_refuses_more_images_than_one_request_makes(self, rsps):
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).submit(GenerationRequest(prompt="p", num_images=5))
+        assert info.value.permanent
+        single = api_model("fal-ai/one", "fal", input_schema={"properties": {"prompt": {}}})
+        with pytest.raises(ProviderError):
+            Fal(single).submit(GenerationRequest(prompt="p", num_images=2))
+        assert len(rsps.calls) == 0
+
+    def test_it_refuses_more_references_than_the_model_takes(self, rsps):
+        references = [ref(f"{i}.png", url=f"https://s3.test/{i}.png") for i in range(5)]
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2/flash/edit")).submit(GenerationRequest(prompt="p", references=references))
+        assert info.value.permanent
+
+    def test_it_reports_a_422_detail_list_permanently(self, rsps):
+        detail = [
+            {"loc": ["body", "num_images"], "msg": "ensure this value is less than or equal to 4", "type": "x"},
+            {"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"},
+        ]
+        rsps.post("https://queue.fal.run/fal-ai/flux-2", json={"detail": detail}, status=422)
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).submit(GenerationRequest(prompt="p"))
+        assert info.value.permanent
+        assert info.value.status_code == 422
+        assert info.value.message == (
+            "fal.ai answered HTTP 422: num_images: ensure this value is less than or equal to 4; prompt: field required"
+        )
+
+    def test_it_reports_a_string_detail(self, rsps):
+        rsps.post("https://queue.fal.run/fal-ai/flux-2", json={"detail": "Unauthorized"}, status=401)
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).submit(GenerationRequest(prompt="p"))
+        assert info.value.permanent
+        assert info.value.message == "fal.ai answered HTTP 401: Unauthorized"
+
+    def test_it_retries_a_429_after_the_retry_after_header(self, rsps):
+        rsps.post(
+            "https://queue.fal.run/fal-ai/flux-2",
+            json={"detail": "Too many requests"},
+            status=429,
+            headers={"Retry-After": "3"},
+        )
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).submit(GenerationRequest(prompt="p"))
+        assert not info.value.permanent
+        assert info.value.retry_after == 3.0
+
+    def test_it_follows_fals_retryable_header(self, rsps):
+        rsps.post(
+            "https://queue.fal.run/fal-ai/flux-2",
+            json={"detail": "Request timed out", "error_type": "request_timeout"},
+            status=504,
+            headers={"X-Fal-Retryable": "false"},
+        )
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).submit(GenerationRequest(prompt="p"))
+        assert info.value.permanent
+
+
+class TestFalPoll:
+    def test_it_polls_the_given_status_url_then_fetches_four_images(self, rsps):
+        status_url = HANDLES["status_url"]
+        # No logs and no queue_position: fal_client would crash here, the adapter must not.
+        rsps.get(status_url, json={"status": "IN_QUEUE", "request_id": REQUEST_ID}, status=202, match=STATUS_QUERY)
+        rsps.get(status_url, json={"status": "IN_PROGRESS", "queue_position": 2}, status=202, match=STATUS_QUERY)
+        rsps.get(
+            status_url,
+            json={"status": "COMPLETED", "logs": None, "metrics": {"inference_time": 0.8}, "error": None},
+            match=STATUS_QUERY,
+        )
+        rsps.get(BASE, json=OUTPUT)
+        fal = Fal(seeded("fal-ai/flux-2/flash"))
+        request = GenerationRequest(prompt="p", num_images=4)
+
+        first = fal.poll(request, REQUEST_ID, HANDLES)
+        second = fal.poll(request, REQUEST_ID, HANDLES)
+        done = fal.poll(request, REQUEST_ID, HANDLES)
+
+        assert first.status == second.status == ResultStatus.PENDING
+        assert first.poll_after == pytest.approx(1.0)
+        assert rsps.calls[0].request.headers["Authorization"] == f"Key {FAL_KEY}"
+        assert rsps.calls[0].request.url == f"{status_url}?logs=false"
+        assert rsps.calls[3].request.method == "GET"
+        assert rsps.calls[3].request.url == BASE
+        assert done.status == ResultStatus.SUCCEEDED
+        assert [image.url for image in done.images] == [f"https://v3.fal.media/files/lion/img{i}.jpg" for i in range(4)]
+        assert all((i.width, i.height, i.content_type, i.seed) == (768, 1024, "image/jpeg", 42) for i in done.images)
+        assert [image.error for image in done.images] == ["", NSFW_ERROR, "", ""]
+
+    def test_it_fails_permanently_when_the_model_rejected_the_input(self, rsps):
+        rsps.get(
+            HANDLES["status_url"],
+            json={"status": "COMPLETED", "logs": None, "error": "Invalid status code: 422", "error_type": None},
+        )
+        detail = [{"loc": ["body", "image_urls", 0], "msg": "Image is too large", "type": "image_too_large"}]
+        rsps.get(BASE, json={"detail": detail}, status=422)
+        result = Fal(seeded("fal-ai/flux-2/flash/edit")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert result.status == ResultStatus.FAILED
+        assert result.permanent
+        assert result.error == "fal.ai answered HTTP 422: image_urls.0: Image is too large"
+
+    def test_it_fails_retryably_on_an_infrastructure_error(self, rsps):
+        rsps.get(
+            HANDLES["status_url"],
+            json={
+                "status": "COMPLETED",
+                "logs": None,
+                "error": "Runner disconnected",
+                "error_type": "runner_disconnected",
+            },
+        )
+        result = Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert result.status == ResultStatus.FAILED
+        assert not result.permanent
+        assert "runner_disconnected" in result.error
+        assert len(rsps.calls) == 1  # nothing to fetch
+
+    def test_it_reports_a_cancelled_request_as_canceled(self, rsps):
+        rsps.get(
+            HANDLES["status_url"],
+            json={"status": "COMPLETED", "logs": None, "error": "Request cancelled", "error_type": "client_cancelled"},
+        )
+        result = Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert result.status == ResultStatus.CANCELED
+
+    def test_it_fails_with_the_detail_when_the_result_call_answers_422(self, rsps):
+        rsps.get(HANDLES["status_url"], json={"status": "COMPLETED", "logs": None})
+        detail = [{"loc": ["body"], "msg": "content policy violation", "type": "content_policy_violation"}]
+        rsps.get(BASE, json={"detail": detail}, status=422)
+        result = Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert result.status == ResultStatus.FAILED
+        assert result.permanent
+        assert result.error.endswith("content policy violation")
+
+    def test_it_polls_again_after_a_transient_result_failure(self, rsps):
+        rsps.get(HANDLES["status_url"], json={"status": "COMPLETED", "logs": None})
+        rsps.get(BASE, body="bad gateway", status=502)
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert not info.value.permanent
+
+
+class TestFalCancel:
+    def test_it_puts_to_the_cancel_url(self, rsps):
+        rsps.put(HANDLES["cancel_url"], json={"status": "CANCELLATION_REQUESTED"}, status=202)
+        Fal(seeded("fal-ai/flux-2")).cancel(REQUEST_ID, HANDLES)
+        call = rsps.calls[0]
+        assert (call.request.method, call.request.url) == ("PUT", HANDLES["cancel_url"])
+        assert call.request.headers["Authorization"] == f"Key {FAL_KEY}"
+        assert not call.request.body
+
+    def test_it_ignores_an_already_completed_request(self, rsps):
+        rsps.put(HANDLES["cancel_url"], json={"status": "ALREADY_COMPLETED"}, status=400)
+        Fal(seeded("fal-ai/flux-2")).cancel(REQUEST_ID, HANDLES)
+
+    def test_it_raises_on_other_failures(self, rsps):
+        rsps.put(HANDLES["cancel_url"], status=503)
+        with pytest.raises(ProviderError):
+            Fal(seeded("fal-ai/flux-2")).cancel(REQUEST_ID, HANDLES)
+
+
+class TestFalResults:
+    def test_it_parses_a_webhook_payload(self):
+        body = {
+            "request_id": REQUEST_ID,
+            "gateway_request_id": REQUEST_ID,
+            "status": "OK",
+            "payload": {
+                "images": [
+                    {
+                        "url": "https://url.to/image.png",
+                        "content_type": "image/png",
+                        "file_name": "image.png",
+                        "file_size": 1824075,
+                        "width": 1024,
+                        "height": 1024,
+                    }
+                ],
+                "seed": 196619188014358660,
+            },
+        }
+        [image] = parse_result(body["payload"])
+        assert (image.url, image.content_type, image.width, image.seed) == (
+            "https://url.to/image.png",
+            "image/png",
+            1024,
+            196619188014358660,
+        )
+        assert image.metadata == {"file_name": "image.png", "file_size": 1824075}
+        assert webhook_result(body).status == ResultStatus.SUCCEEDED
+
+    def test_it_parses_a_webhook_error(self):
+        body = {
+            "request_id": REQUEST_ID,
+            "status": "ERROR",
+            "error": "Invalid status code: 422",
+            "payload": {
+                "detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]
+            },
+        }
+        result = webhook_result(body)
+        assert result.status == ResultStatus.FAILED
+        assert result.permanent
+        assert result.error == "fal.ai failed the request: prompt: field required"
+        unparsable = webhook_result({"status": "OK", "payload": None, "payload_error": "invalid JSON"})
+        assert unparsable.status == ResultStatus.FAILED
+        assert not unparsable.permanent
+
+    def test_it_decodes_sync_mode_data_uris(self):
+        encoded = base64.b64encode(PNG).decode()
+        [image] = parse_result({"images": [{"url": f"data:image/png;base64,{encoded}"}]})
+        assert image.data == PNG
+        assert image.url is None
+        assert image.content_type == "image/png"
+
+    def test_it_tolerates_odd_shapes(self):
+        assert parse_result(None) == []
+        assert parse_result({"images": "nope"}) == []
+        [single] = parse_result({"image": {"url": "https://v3.fal.media/files/a.png"}})
+        assert single.url == "https://v3.fal.media/files/a.png"
+        [bare] = parse_result({"images": ["https://v3.fal.media/files/b.png"], "has_nsfw_concepts": None})
+        assert bare.url == "https://v3.fal.media/files/b.png"
+        assert bare.error == ""
+
+
+class TestFalConfiguration:
+    def test_it_needs_a_key(self, settings):
+        fal = Fal(seeded("fal-ai/flux-2"))
+        assert fal.is_configured()
+        settings.FAL_KEY = ""
+        assert not fal.is_configured()
+        assert fal.configuration_hint() == "Set FAL_KEY to use fal.ai models."
+        assert Fal.name == "fal"
+        assert Fal.asynchronous

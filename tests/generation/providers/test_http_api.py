@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+
+import pytest
+import requests
+import responses
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from generation.providers.base import ProviderError, Reference
+from generation.providers.fal import Fal
+from generation.providers.gemini import Gemini
+from generation.providers.http_api import (
+    MAY_HAVE_BEEN_RECEIVED,
+    HttpApi,
+    google_retry_delay,
+    parse_retry_after,
+    unique_references,
+)
+from generation.providers.replicate import Replicate
+from tests.generation.providers import api_model
+
+URL = "https://api.example.test/v1/things"
+PLANTED_KEY = "sk-planted-0123456789abcdef"
+
+
+class Example(HttpApi):
+    api_label = "Example"
+
+    def api_secret(self) -> str:
+        return PLANTED_KEY
+
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {PLANTED_KEY}"}
+
+    def error_message(self, response: requests.Response) -> str:
+        return response.json().get("why", "") if response.headers.get("Content-Type") == "application/json" else ""
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+@pytest.fixture(autouse=True)
+def _timeouts(settings):
+    settings.PROVIDER_CONNECT_TIMEOUT = 2.5
+    settings.PROVIDER_READ_TIMEOUT = 17.0
+
+
+class TestHttpApiRequest:
+    def test_it_returns_the_response_and_sends_auth_and_timeouts_from_settings(self, rsps):
+        rsps.get(URL, json={"ok": True})
+        response = Example().http("GET", URL)
+        assert response.json() == {"ok": True}
+        request = rsps.calls[0].request
+        assert request.headers["Authorization"] == f"Bearer {PLANTED_KEY}"
+        assert request.req_kwargs["timeout"] == (2.5, 17.0)
+
+    def test_it_does_not_follow_redirects(self, rsps):
+        # A redirect would carry custom key headers (x-goog-api-key) to another host.
+        rsps.get(URL, status=302, headers={"Location": "https://elsewhere.test/steal"})
+        with pytest.raises(ProviderError) as info:
+            Example().http("GET", URL)
+        assert info.value.permanent
+        assert "redirect" in info.value.message
+        assert len(rsps.calls) == 1
+
+
+class TestHttpApiErrors:
+    @pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 422])
+    def test_it_makes_client_errors_permanent(self, rsps, status):
+        rsps.post(URL, json={"why": "bad input"}, status=status)
+        with pytest.raises(ProviderError) as info:
+            Example().http("POST", URL, json={})
+        assert info.value.permanent
+        assert info.value.status_code == status
+        assert info.value.message == f"Example answered HTTP {status}: bad input"
+
+    @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+    def test_it_makes_throttling_and_server_errors_retryable(self, rsps, status):
+        rsps.post(URL, body="<html>nginx</html>", status=status)
+        with pytest.raises(ProviderError) as info:
+            Example().http("POST", URL)
+        assert not info.value.permanent
+        assert info.value.status_code == status
+
+    def test_it_reads_retry_after_seconds(self, rsps):
+        rsps.get(URL, status=429, headers={"Retry-After": "7"})
+        with pytest.raises(ProviderError) as info:
+            Example().http("GET", URL)
+        assert info.value.retry_after == 7.0
+
+    def test_it_reads_retry_after_as_an_http_date(self, rsps):
+        when = email.utils.formatdate(time.time() + 120, usegmt=True)
+        rsps.get(URL, status=429, headers={"Retry-After": when})
+        with pytest.raises(ProviderError) as info:
+            Example().http("GET", URL)
+        assert 100 <= info.value.retry_after <= 121
+
+    def test_it_reads_google_retry_info(self, rsps):
+        body = {
+            "error": {
+                "code": 429,
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.Help", "links": []},
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"},
+                ],
+            }
+        }
+        rsps.get(URL, json=body, status=429)
+        with pytest.raises(ProviderError) as info:
+            Example().http("GET", URL)
+        assert info.value.retry_after == 12.0
+
+    def test_it_makes_read_timeouts_retryable_and_says_the_request_may_have_landed(self, rsps):
+        rsps.post(URL, body=requests.ReadTimeout("read timed out"))
+        with pytest.raises(ProviderError) as info:
+            Example().http("POST", URL)
+        assert not info.value.permanent
+        assert info.value.status_code is None
+        assert info.value.details == MAY_HAVE_BEEN_RECEIVED
+        assert info.value.message == "Example timed out (ReadTimeout)."
+
+    def test_it_knows_a_refused_connection_sent_nothing(self, rsps):
+        refused = requests.ConnectionError(MaxRetryError(None, URL, NewConnectionError(None, "refused")))
+        rsps.post(URL, body=refused)
+        with pytest.raises(ProviderError) as info:
+            Example().http("POST", URL)
+        assert not info.value.permanent
+        assert info.value.details == ""
+
+    def test_it_knows_a_connect_timeout_sent_nothing(self, rsps):
+        rsps.post(URL, body=requests.ConnectTimeout())
+        with pytest.raises(ProviderError) as info:
+            Example().http("POST", URL)
+        assert not info.value.permanent
+        assert info.value.details == ""
+
+    def test_it_makes_an_unreadable_2xx_body_retryable(self, rsps):
+        rsps.get(URL, body="not json")
+        api = Example()
+        with pytest.raises(ProviderError) as info:
+            api.json(api.http("GET", URL))
+        assert not info.value.permanent
+        assert info.value.details == ""
+
+    def test_it_says_a_garbled_answer_to_a_post_may_hide_a_received_request(self, rsps):
+        rsps.post(URL, body="<html>ok</html>", status=201)
+        api = Example()
+        with pytest.raises(ProviderError) as info:
+            api.json(api.http("POST", URL))
+        assert not info.value.permanent
+        assert info.value.details == MAY_HAVE_BEEN_RECEIVED
+
+    def test_it_refuses_to_rebuild_a_missing_handle(self):
+        with pytest.raises(ProviderError) as info:
+            Example().handle({"status_url": None}, "status_url")
+        assert info.value.permanent
+        assert Example().handle({"get": "https://x.test/p/1"}, "get") == "https://x.test/p/1"
+
+
+class TestHttpApiSecrets:
+    def test_it_never_puts_the_key_in_messages_or_logs(self, rsps, caplog):
+        caplog.set_level(logging.DEBUG)
+        # Some APIs echo the credential back in their error text.
+        rsps.get(URL, json={"why": f"key {PLANTED_KEY} is not valid"}, status=401)
+        with pytest.raises(ProviderError) as info:
+            Example().http("GET", URL)
+        assert PLANTED_KEY not in str(info.value)
+        assert PLANTED_KEY not in info.value.details
+        assert "[redacted]" in str(info.value)
+        assert PLANTED_KEY not in caplog.text
+        assert "Example GET https://api.example.test/v1/things failed (permanent)" in caplog.text
+
+    def test_it_never_puts_the_key_in_transport_errors(self, rsps, caplog):
+        caplog.set_level(logging.DEBUG)
+        rsps.get(URL, body=requests.ConnectionError(f"reset while sending Bearer {PLANTED_KEY}"))
+        with pytest.raises(ProviderError) as info:
+            Example().http("GET", URL)
+        assert PLANTED_KEY not in str(info.value)
+        assert PLANTED_KEY not in info.value.details
+        assert PLANTED_KEY not in caplog.text
+
+    def test_it_keeps_the_webhook_query_out_of_logs(self, rsps, caplog):
+        rsps.post(URL, status=500)
+        with pytest.raises(ProviderError):
+            Example().http("POST", URL + "?fal_webhook=https%3A%2F%2Fapp.test%2Fhook%3Ftoken%3Dsecret")
+        assert "token" not in caplog.text
+
+    @pytest.mark.parametrize(
+        ("adapter", "model", "setting", "url", "body"),
+        [
+            (Fal, api_model("fal-ai/flux-2", "fal"), "FAL_KEY", "https://queue.fal.run/fal-ai/flux-2", "detail"),
+            (
+                Replicate,
+                api_model("a/b", "replicate"),
+                "REPLICATE_API_TOKEN",
+                "https://api.replicate.com/v1/models/a/b/predictions",
+                "detail",
+            ),  # noqa: E501
+            (
+                Gemini,
+                api_model("gemini-2.5-flash-image", "gemini"),
+                "GEMINI_API_KEY",
+                "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash-image:generateContent",
+                "error",
+            ),  # noqa: E501
+        ],
+    )
+    def test_it_scrubs_each_adapters_key(self, rsps, settings, caplog, adapter, model, setting, url, body):
+        from generation.providers.base import GenerationRequest
+
+        caplog.set_level(logging.DEBUG)
+        settings.FAL_QUEUE_URL = "https://queue.fal.run"
+        settings.REPLICATE_API_URL = "https://api.replicate.com"
+        settings.GEMINI_API_URL = "https://generativelanguage.googleapis.com"
+        settings.GEMINI_API_VERSION = "v1beta"
+        setattr(settings, setting, PLANTED_KEY)
+        echo = f"API key {PLANTED_KEY} not valid"
+        rsps.post(url, json={"detail": echo} if body == "detail" else {"error": {"message": echo}}, status=403)
+        with pytest.raises(ProviderError) as info:
+            adapter(model).submit(GenerationRequest(prompt="a fox"))
+        assert info.value.permanent
+        assert PLANTED_KEY not in str(info.value)
+        assert PLANTED_KEY not in caplog.text
+
+
+class TestHelpers:
+    def test_it_parses_retry_after_values(self):
+        assert parse_retry_after("30") == 30.0
+        assert parse_retry_after("1.5") == 1.5
+        assert parse_retry_after("") is None
+        assert parse_retry_after("soon") is None
+        assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+
+    def test_it_ignores_google_bodies_without_retry_info(self):
+        assert google_retry_delay({"error": {"details": [{"@type": "x.QuotaFailure"}]}}) is None
+        assert google_retry_delay("nope") is None
+        assert google_retry_delay({"error": {"details": [{"@type": "google.rpc.RetryInfo", "retryDelay": "1.5s"}]}})
+
+    def test_it_drops_duplicate_references(self):
+        a = Reference(data=b"a", content_type="image/png", key="refs/a.png")
+        a_again = Reference(data=b"a2", content_type="image/png", key="refs/a.png")
+        b = Reference(data=b"b", content_type="image/png", url="https://s3.test/b.png")
+        b_again = Reference(data=b"b", content_type="image/png", url="https://s3.test/b.png")
+        c = Reference(data=b"c", content_type="image/png")
+        c_again = Reference(data=b"c", content_type="image/png")
+        assert unique_references([a, b, a_again, c, b_again, c_again]) == [a, b, c]
