@@ -35,6 +35,7 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         details: str = "",
         status_code: int | None = None,
+        may_have_been_received: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -42,6 +43,10 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.details = details
         self.status_code = status_code
+        # The call may have reached the provider (a read timeout, a dropped connection, a
+        # garbled answer to a POST): for a queue API a second submit could start, and bill, a
+        # second generation.
+        self.may_have_been_received = may_have_been_received
 
     def __str__(self) -> str:
         return self.message

@@ -141,6 +141,7 @@ class HttpApi:
             error = ProviderError(
                 f"{self.api_label} {kind} ({type(exc).__name__}).",
                 details=MAY_HAVE_BEEN_RECEIVED if maybe_sent else "",
+                may_have_been_received=maybe_sent,
             )
             self._log(method, url, error)
             raise error from None
@@ -196,6 +197,7 @@ class HttpApi:
                 f"{self.api_label} answered HTTP {response.status_code} with a body that is not a JSON object.",
                 status_code=response.status_code,
                 details="" if method in {"GET", "HEAD"} else MAY_HAVE_BEEN_RECEIVED,
+                may_have_been_received=method not in {"GET", "HEAD"},
             )
         return body
 

@@ -132,6 +132,7 @@ class Replicate(HttpApi, Provider):
             never_sent = exc.status_code is None and exc.details != MAY_HAVE_BEEN_RECEIVED
             if not never_sent and not (exc.status_code and 400 <= exc.status_code < 500):
                 exc.details = CREATE_MAY_HAVE_BEEN_RECEIVED
+                exc.may_have_been_received = True
             raise
         return self.result_from_prediction(prediction)
 

@@ -216,6 +216,16 @@ def _request_error(request: ProviderRequest, exc: ProviderError) -> Next:
     if exc.retry_after and exc.status_code == 429:
         limits.cooldown(request.provider, exc.retry_after)
     attempts = ProviderRequest.objects.values_list("attempts", flat=True).get(pk=request.pk)
+    if exc.may_have_been_received and get_provider(request.model).asynchronous:
+        # A queue API may have accepted the submit we lost the answer to: submitting again could
+        # run and bill a second generation, so the user decides (Retry failed) instead.
+        _request_fail(
+            request,
+            "The provider stopped answering while the request was sent; it was not repeated, to avoid "
+            "paying twice. Use Retry failed to try again.",
+            str(exc),
+        )
+        return DONE
     if not exc.permanent and attempts < settings.PIPELINE_MAX_ATTEMPTS:
         ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.SUBMITTED).update(
             status=RequestStatus.PENDING, error=str(exc)[:300], updated_at=timezone.now()

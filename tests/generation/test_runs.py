@@ -102,3 +102,15 @@ def test_a_provider_returning_fewer_images_fails_the_missing_slots(job):
     job.refresh_from_db()
     assert job.status == JobStatus.PARTIAL
     assert job.errors == [{"index": 1, "error": "The provider returned 1 of 2 images.", "details": ""}]
+
+
+def test_a_queue_submit_that_may_have_been_received_is_not_repeated(job):
+    request = first_request(job)
+    provider = Failing(ProviderError("Replicate timed out (ReadTimeout).", may_have_been_received=True))
+    provider.asynchronous = True
+    step = submit_with(provider, request)
+
+    assert step == runs.DONE and provider.calls == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert "not repeated, to avoid paying twice" in job.errors[0]["error"]
