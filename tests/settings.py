@@ -12,10 +12,16 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 # them: the same media folder, and a queue of this run's own so no stale message from an earlier
 # run is ever consumed.
 os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="charstudio-media-"))
-os.environ.setdefault("CELERY_DEFAULT_QUEUE", f"tests-{uuid.uuid4().hex[:8]}")
+_RUN = uuid.uuid4().hex[:8]
+os.environ.setdefault("CELERY_DEFAULT_QUEUE", f"tests-{_RUN}")
+# Cache keys (rate limits, provider cool-downs, health) are this run's own too.
+os.environ.setdefault("CACHE_KEY_PREFIX", f"tests-{_RUN}")
 os.environ.setdefault("OFFLINE_LATENCY_SECONDS", "0.05")
 
 from studio.settings import *  # noqa: E402,F403
 
 # Hashing passwords for real is the slowest part of creating test users.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Two test runs on one machine (a developer's and an editor's) must not share a test database.
+DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_charstudio_{_RUN}"  # noqa: F405

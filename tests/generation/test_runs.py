@@ -30,7 +30,7 @@ class Failing(Provider):
 def job(alice):
     with mock.patch("generation.services.jobs._enqueue_dispatch"):
         job = job_create(user=alice, model=offline_model(), prompt="x", images=2)
-    cache.clear()
+    cache.delete_many(["cooldown:offline"] + [f"limit:offline:{n}" for n in range(16)])
     return job
 
 
