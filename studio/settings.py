@@ -147,6 +147,7 @@ if AWS_STORAGE_BUCKET_NAME:
             "default_acl": None,
             "querystring_auth": True,
             "querystring_expire": env_int("AWS_QUERYSTRING_EXPIRE", 600),
+            "signature_version": "s3v4",
             "file_overwrite": False,
         },
     }
