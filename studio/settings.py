@@ -179,6 +179,8 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Broadcast (control) messages too, or kombu writes them to ./control.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
         # The transport's 1 s default would add up to a second to every hop of the pipeline.
         "polling_interval": env_float("CELERY_FS_POLLING_INTERVAL", 0.05),

@@ -23,7 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, addr: str, concurrency: int, **options: Any) -> None:
         if settings.CELERY_BROKER_URL.startswith("filesystem"):
-            for folder in ("data_folder_in", "data_folder_out", "processed_folder"):
+            for folder in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
                 os.makedirs(settings.CELERY_BROKER_TRANSPORT_OPTIONS[folder], exist_ok=True)
         worker = subprocess.Popen(
             [
