@@ -82,6 +82,7 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The web server and the Celery worker write to the same file: wait for the lock instead of
     # failing at once, and take it at BEGIN so two writers never deadlock on an upgrade.
     DATABASES["default"]["OPTIONS"] = {

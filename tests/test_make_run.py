@@ -1,0 +1,101 @@
+"""`make run`'s stack, for real: SQLite, local media and a Celery worker on the filesystem broker,
+started by `manage.py rundev` from nothing but an empty var/ folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+JOB_SCRIPT = """
+import time
+from django.contrib.auth import get_user_model
+from generation.services.jobs import job_create
+from models_registry.models import ApiModel
+user = get_user_model().objects.get(username="demo")
+job = job_create(user=user, model=ApiModel.objects.get(key="offline/portrait-engine"), prompt="a fox", images=2)
+deadline = time.monotonic() + 60
+while job.status in ("queued", "running") and time.monotonic() < deadline:
+    time.sleep(0.1)
+    job.refresh_from_db()
+print("JOB", job.status, job.succeeded_count)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def embedded_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "studio.settings",
+            "DEBUG": "1",
+            "VAR_DIR": str(tmp_path / "var"),
+            "MEDIA_ROOT": str(tmp_path / "var" / "media"),
+            "OFFLINE_LATENCY_SECONDS": "0.2",
+        }
+    )
+    env.pop("SECRET_KEY", None)
+    return env
+
+
+def manage(env: dict, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_the_embedded_default_serves_the_studio_and_runs_jobs(embedded_env):
+    manage(embedded_env, "migrate", "--noinput")
+    manage(embedded_env, "seed_models")
+    assert "demo / demo" in manage(embedded_env, "ensure_demo_user")
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "rundev", "--addr", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=embedded_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                login = requests.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, "rundev did not start"
+                time.sleep(0.2)
+        assert login.status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=5).status_code == 200
+
+        # A job created beside the running server goes through its worker on the filesystem broker.
+        assert "JOB succeeded 2" in manage(embedded_env, "shell", "-c", JOB_SCRIPT)
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    # Ctrl-C stops both: no worker is left behind.
+    leftover = subprocess.run(["pgrep", "-f", embedded_env["VAR_DIR"]], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
