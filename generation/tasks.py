@@ -31,6 +31,13 @@ def request_poll_task(request_id: str) -> None:
 
 
 @shared_task(**_TASK)
+def request_webhook_task(request_id: str) -> None:
+    # A webhook said the request ended: look now. The regular poll chain is still scheduled, so
+    # a PENDING answer schedules nothing here (that would start a second chain).
+    runs.request_poll(request_id)
+
+
+@shared_task(**_TASK)
 def request_cancel_task(request_id: str) -> None:
     request_provider_cancel(request_id)
 

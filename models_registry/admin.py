@@ -4,7 +4,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from models_registry.models import ApiModel, NegativePrompt, Task
+from models_registry.models import ApiModel, FallbackChain, FallbackEntry, NegativePrompt, Task
+
+
+def _provider_health(kind: str) -> str:
+    # Imported here: the registry app must load without the pipeline's modules.
+    from generation.services.routing import provider_status
+
+    return provider_status(kind)
 
 
 class TaskFilter(admin.SimpleListFilter):
@@ -34,14 +41,27 @@ class ApiModelAdmin(admin.ModelAdmin):
         "price_per_image",
         "priority",
         "is_active",
+        "provider_health",
     ]
     list_filter = ["provider", TaskFilter, "is_active", "modality"]
     search_fields = ["key", "display_name"]
-    readonly_fields = ["max_images", "image_field", "batches_natively", "created_at", "updated_at"]
+    readonly_fields = ["max_images", "image_field", "batches_natively", "provider_health", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["key", "display_name", "provider", "modality", "tasks", "is_active", "priority"]}),
         ("Inputs and capabilities", {"fields": ["input_schema", "capabilities", "price_per_image"]}),
-        ("Derived", {"fields": ["max_images", "image_field", "batches_natively", "created_at", "updated_at"]}),
+        (
+            "Derived",
+            {
+                "fields": [
+                    "max_images",
+                    "image_field",
+                    "batches_natively",
+                    "provider_health",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
+        ),
     ]
 
     @admin.display(description="tasks")
@@ -59,6 +79,38 @@ class ApiModelAdmin(admin.ModelAdmin):
     @admin.display(description="batches natively", boolean=True)
     def batches_natively(self, obj: ApiModel) -> bool:
         return obj.batches_natively
+
+    @admin.display(description="provider health")
+    def provider_health(self, obj: ApiModel) -> str:
+        # Cached per provider for a few seconds, so a long list probes each provider at most once.
+        return _provider_health(obj.provider) if obj.provider else "-"
+
+
+class FallbackEntryInline(admin.TabularInline):
+    model = FallbackEntry
+    fields = ["position", "model", "provider", "provider_health"]
+    readonly_fields = ["provider", "provider_health"]
+    ordering = ["position", "id"]
+    autocomplete_fields = ["model"]
+    extra = 1
+
+    @admin.display(description="provider")
+    def provider(self, obj: FallbackEntry) -> str:
+        return obj.model.get_provider_display() if obj.model_id else "-"
+
+    @admin.display(description="provider health")
+    def provider_health(self, obj: FallbackEntry) -> str:
+        return _provider_health(obj.model.provider) if obj.model_id else "-"
+
+
+@admin.register(FallbackChain)
+class FallbackChainAdmin(admin.ModelAdmin):
+    list_display = ["task", "order", "updated_at"]
+    inlines = [FallbackEntryInline]
+
+    @admin.display(description="models, first tried first")
+    def order(self, obj: FallbackChain) -> str:
+        return " → ".join(model.display_name for model in obj.ordered_models()) or "-"
 
 
 @admin.register(NegativePrompt)

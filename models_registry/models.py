@@ -156,3 +156,56 @@ class NegativePrompt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_type}/{self.content_mode}/{self.generation_mode}: {self.text[:40]}"
+
+
+# The tasks staff order a fallback chain for (image models only; video has no alternatives yet).
+FALLBACK_TASKS = [(task.value, task.label) for task in (Task.T2I, Task.I2I, Task.I2I_MULTI)]
+
+
+class FallbackChain(models.Model):
+    """Per task, the models a job moves to, in order, when its provider is down or keeps failing."""
+
+    task = models.CharField(max_length=20, choices=FALLBACK_TASKS, unique=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["task"]
+
+    def __str__(self) -> str:
+        return f"{self.get_task_display()} fallback chain"
+
+    def ordered_models(self) -> list[ApiModel]:
+        return [entry.model for entry in self.entries.select_related("model").order_by("position", "id")]
+
+
+class FallbackEntry(models.Model):
+    chain = models.ForeignKey(FallbackChain, on_delete=models.CASCADE, related_name="entries")
+    model = models.ForeignKey(ApiModel, on_delete=models.CASCADE, related_name="fallback_entries")
+    # Not unique: staff reorder rows in one admin save, which would trip a unique (chain, position).
+    position = models.PositiveSmallIntegerField(default=0, help_text="Lower is tried first.")
+
+    class Meta:
+        ordering = ["position", "id"]
+        verbose_name_plural = "fallback entries"
+        constraints = [
+            models.UniqueConstraint(fields=["chain", "model"], name="fallback_entry_unique_chain_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.model_id}"
+
+    def clean(self) -> None:
+        # In an admin inline the chain may be the unsaved parent, and a blank row has no model yet.
+        try:
+            chain = self.chain
+        except FallbackChain.DoesNotExist:
+            chain = None
+        try:
+            model = self.model
+        except ApiModel.DoesNotExist:
+            return
+        if chain is not None and chain.task and not model.supports(chain.task):
+            raise ValidationError(
+                {"model": f"{model.display_name} cannot do {chain.get_task_display().lower()}."},
+                code="task_unsupported",
+            )

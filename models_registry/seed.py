@@ -135,6 +135,32 @@ MODELS: list[dict[str, Any]] = [
     },
 ]
 
+# Marks the place of the local GPU models (ComfyUI / local worker) in a chain: every seeded model
+# of those providers that can do the task, highest priority first.
+LOCAL_MODELS = "<local>"
+LOCAL_PROVIDERS = ("comfyui", "local")
+
+# Fallback chains, first tried first. i2i follows the product notes (local, then Replicate, then
+# fal); t2i starts on the fast fal model; i2i_multi keeps to models that take several references.
+FALLBACK_CHAINS: dict[str, list[str]] = {
+    "t2i": ["fal-ai/flux-2/flash", "stability-ai/sdxl", "gemini-2.5-flash-image"],
+    "i2i": [LOCAL_MODELS, "stability-ai/sdxl", "fal-ai/flux-2/flash/edit"],
+    "i2i_multi": ["fal-ai/flux-2/flash/edit", "fal-ai/bytedance/seedream/v4.5/edit", "gemini-2.5-flash-image"],
+}
+
+
+def fallback_chain_keys(task: str) -> list[str]:
+    """The chain's model keys with the local marker expanded from the seeded models."""
+    keys: list[str] = []
+    for key in FALLBACK_CHAINS[task]:
+        if key == LOCAL_MODELS:
+            local = [m for m in MODELS if m["provider"] in LOCAL_PROVIDERS and task in m["tasks"]]
+            keys.extend(m["key"] for m in sorted(local, key=lambda m: -m.get("priority", 0)))
+        else:
+            keys.append(key)
+    return keys
+
+
 # Short for i2i (long lists fight the edit), fuller for text-to-image.
 NEGATIVE_PROMPTS: list[dict[str, Any]] = [
     {

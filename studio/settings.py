@@ -207,6 +207,12 @@ REPLICATE_API_TOKEN = env_secret("REPLICATE_API_TOKEN")
 GEMINI_API_KEY = env_secret("GEMINI_API_KEY")
 COMFYUI_BASE_URL = env_str("COMFYUI_BASE_URL")
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL")
+# Webhooks (asked for only when PUBLIC_BASE_URL is set): Replicate's signing secret is the
+# "whsec_..." key of GET /v1/webhooks/default/secret; fal signs with keys from its JWKS.
+REPLICATE_WEBHOOK_SECRET = env_secret("REPLICATE_WEBHOOK_SECRET")
+FAL_WEBHOOK_JWKS_URL = env_str("FAL_WEBHOOK_JWKS_URL", "https://rest.fal.ai/.well-known/jwks.json")
+FAL_USER_ID = env_str("FAL_USER_ID")
+WEBHOOK_TOLERANCE_SECONDS = env_int("WEBHOOK_TOLERANCE_SECONDS", 300)
 # API base URLs are settings so tests can point the real adapters at the loopback simulator.
 FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run")
 REPLICATE_API_URL = env_str("REPLICATE_API_URL", "https://api.replicate.com")

@@ -18,9 +18,10 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from generation import limits
+from generation import limits, presign
 from generation.models import (
     ACTIVE_JOB_STATUSES,
+    FINAL_SLOT_STATUSES,
     GenerationJob,
     ImageSlot,
     JobStatus,
@@ -30,14 +31,21 @@ from generation.models import (
 )
 from generation.providers import get_provider
 from generation.providers.base import GenerationRequest, ProviderError, ProviderResult, Reference, ResultStatus
+from generation.services import routing
 from generation.services.finish import job_finish_if_done, slot_fail
 from generation.services.store import slot_store
+from generation.services.webhooks import WEBHOOK_POLL_SECONDS, webhook_url_for
+from models_registry.models import ApiModel
 from studio.models import WorkspaceAsset
 
 logger = logging.getLogger(__name__)
 
 # A provider at its concurrency limit is tried again this soon (plus jitter).
 LIMIT_WAIT_SECONDS = 0.25
+# A presigned reference URL with less life than this left is signed again, for this long: a
+# provider may hold the request in its queue for minutes before it fetches the reference.
+REFERENCE_URL_MIN_SECONDS = 300
+REFERENCE_URL_EXPIRE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -80,23 +88,33 @@ def job_dispatch(job_id: uuid.UUID | str) -> list[uuid.UUID]:
     GenerationJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, started_at=now, updated_at=now, dispatch_attempts=F("dispatch_attempts") + 1
     )
-    chunk = max(1, job.model.max_images)
-    created: list[uuid.UUID] = []
     with transaction.atomic():
         slots = list(
             ImageSlot.objects.select_for_update()
             .filter(job=job, status=SlotStatus.PENDING, request__isnull=True)
             .order_by("index")
         )
-        for start in range(0, len(slots), chunk):
-            group = slots[start : start + chunk]
-            request = ProviderRequest.objects.create(
-                job=job, model=job.model, provider=job.model.provider, slot_indexes=[s.index for s in group]
-            )
-            ImageSlot.objects.filter(pk__in=[s.pk for s in group]).update(
-                request=request, status=SlotStatus.RUNNING, attempts=F("attempts") + 1
-            )
-            created.append(request.pk)
+        if slots and routing.tried_models(job):
+            # A fresh run on the job's own model (Retry failed): the whole fallback chain is open again.
+            locked = GenerationJob.objects.select_for_update().get(pk=job.pk)
+            params = {k: v for k, v in (locked.params or {}).items() if k != "tried_models"}
+            GenerationJob.objects.filter(pk=job.pk).update(params=params)
+        return _plan_requests(job=job, model=job.model, slots=slots)
+
+
+def _plan_requests(*, job: GenerationJob, model: ApiModel, slots: list[ImageSlot]) -> list[uuid.UUID]:
+    """Create the requests that run `slots` on `model` (inside the caller's transaction)."""
+    chunk = max(1, model.max_images)
+    created: list[uuid.UUID] = []
+    for start in range(0, len(slots), chunk):
+        group = slots[start : start + chunk]
+        request = ProviderRequest.objects.create(
+            job=job, model=model, provider=model.provider, slot_indexes=[s.index for s in group]
+        )
+        ImageSlot.objects.filter(pk__in=[s.pk for s in group]).update(
+            request=request, status=SlotStatus.RUNNING, attempts=F("attempts") + 1
+        )
+        created.append(request.pk)
     return created
 
 
@@ -116,10 +134,24 @@ def _references(job: GenerationJob) -> list[Reference]:
         seen.add(asset.file.name)
         with asset.file.open("rb") as fh:
             data = fh.read()
-        # Presigned storage (S3) gives a fresh short-lived URL on every call; local disk gives none.
-        url = asset.file.url if getattr(asset.file.storage, "querystring_auth", False) else None
+        url = _reference_url(asset.file)
         references.append(Reference(data=data, content_type=asset.content_type, url=url, key=asset.file.name))
     return references
+
+
+def _reference_url(file) -> str | None:  # noqa: ANN001 (a FieldFile)
+    """A presigned URL the provider can fetch, with at least REFERENCE_URL_MIN_SECONDS to live.
+
+    Local disk gives none (adapters send the bytes instead).
+    """
+    storage = file.storage
+    if not getattr(storage, "querystring_auth", False):
+        return None
+    url = file.url
+    if presign.expires_within(url, seconds=REFERENCE_URL_MIN_SECONDS):
+        # The storage's own expiry is short (or its URLs are cached): sign this one for longer.
+        url = storage.url(file.name, expire=REFERENCE_URL_EXPIRE_SECONDS)
+    return url
 
 
 def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationRequest:
@@ -139,6 +171,7 @@ def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationReq
         params=params,
         batch_indexes=indexes,
         request_id=str(request.pk),
+        webhook_url=webhook_url_for(request),
     )
 
 
@@ -156,6 +189,8 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
     if request.status == RequestStatus.SUBMITTED and request.external_id:
         return Next("poll", 0)  # a duplicate delivery: resume waiting, never create twice
     if request.status != RequestStatus.PENDING:
+        return DONE
+    if _route_away(request):
         return DONE
 
     with limits.provider_slot(request.provider) as got_slot:
@@ -206,13 +241,17 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         interval = (
             result.poll_after if result.poll_after is not None else get_provider(request.model).default_poll_interval
         )
+        if webhook_url_for(request):
+            # The webhook announces the end; polling is only the safety net if it never comes.
+            interval = max(interval, WEBHOOK_POLL_SECONDS)
         return Next("poll", _countdown(interval))
     request_apply_result(request, result)
     return DONE
 
 
 def _request_error(request: ProviderRequest, exc: ProviderError) -> Next:
-    """Retry a transient error with backoff; fail the request's slots on a permanent one."""
+    """Retry a transient error with backoff; when retries run out on an outage, move the slots to
+    the next model of the fallback chain; fail them on a permanent error or with nowhere to go."""
     if exc.retry_after and exc.status_code == 429:
         limits.cooldown(request.provider, exc.retry_after)
     attempts = ProviderRequest.objects.values_list("attempts", flat=True).get(pk=request.pk)
@@ -233,14 +272,24 @@ def _request_error(request: ProviderRequest, exc: ProviderError) -> Next:
         logger.info("provider %s: retrying request %s after: %s", request.provider, request.pk, exc)
         return Next("submit", backoff_seconds(attempts, exc.retry_after))
     message = str(exc) if exc.permanent else f"The provider kept failing: {exc}"
+    if not exc.permanent and (exc.status_code is None or exc.status_code >= 500):
+        # Down, not refusing (connection errors, 5xx): spare the next jobs the same retries, and
+        # run these images on the next model of the chain. Safety blocks and bad input are
+        # permanent and never get here.
+        routing.provider_mark_unhealthy(request.provider)
+        if _request_fallback(request, message):
+            return DONE
     _request_fail(request, message, exc.details)
     return DONE
 
 
-def _request_close(request: ProviderRequest, status: str, error: str = "") -> None:
-    ProviderRequest.objects.filter(pk=request.pk).exclude(
-        status__in=[RequestStatus.SUCCEEDED, RequestStatus.FAILED, RequestStatus.CANCELED]
-    ).update(status=status, error=error[:300], updated_at=timezone.now())
+def _request_close(request: ProviderRequest, status: str, error: str = "") -> bool:
+    """Close the request unless it is closed already; True for the call that closed it."""
+    return bool(
+        ProviderRequest.objects.filter(pk=request.pk)
+        .exclude(status__in=[RequestStatus.SUCCEEDED, RequestStatus.FAILED, RequestStatus.CANCELED])
+        .update(status=status, error=error[:300], updated_at=timezone.now())
+    )
 
 
 def _request_fail(request: ProviderRequest, error: str, details: str = "") -> None:
@@ -257,7 +306,12 @@ def request_apply_result(request: ProviderRequest, result: ProviderResult) -> No
         if result.status == ResultStatus.CANCELED and job.status == JobStatus.CANCELED:
             _request_close(request, RequestStatus.CANCELED)
             return
-        _request_fail(request, result.error or "The provider could not make this image.")
+        error = result.error or "The provider could not make this image."
+        # The provider took the request and says a retry may work (an infrastructure failure, a
+        # timeout): another model may. A refusal of the prompt or input is permanent and stays.
+        if result.status == ResultStatus.FAILED and not result.permanent and _request_fallback(request, error):
+            return
+        _request_fail(request, error)
         return
     slots = list(ImageSlot.objects.filter(job=job, request=request).order_by("index"))
     work = []
@@ -270,25 +324,102 @@ def request_apply_result(request: ProviderRequest, result: ProviderResult) -> No
             slot_fail(slot.pk, job.pk, image.error)
         else:
             work.append((slot, image))
-    _store_all(job, work)
+    _store_all(job, work, model=request.model)
     _request_close(request, RequestStatus.SUCCEEDED)
+    served = ImageSlot.objects.filter(job=job, request=request, status=SlotStatus.SUCCEEDED).exists()
+    if served and request.provider != job.provider:
+        # After a fallback the job names the provider that served its latest images.
+        GenerationJob.objects.filter(pk=job.pk).update(provider=request.provider)
     job_finish_if_done(job.pk)
 
 
-def _store_all(job: GenerationJob, work: list) -> None:
+def _store_all(job: GenerationJob, work: list, *, model: ApiModel) -> None:
     """Store several images at once: decoding and encoding release the GIL, and a native x4 should
     cost about what x1 does."""
     if len(work) <= 1 or connection.vendor == "sqlite":
         for slot, image in work:
-            slot_store(job=job, slot=slot, image=image)
+            slot_store(job=job, slot=slot, image=image, model=model)
         return
 
     def store(item: tuple) -> None:
         try:
-            slot_store(job=job, slot=item[0], image=item[1])
+            slot_store(job=job, slot=item[0], image=item[1], model=model)
         finally:
             close_old_connections()
             connection.close()
 
     with ThreadPoolExecutor(max_workers=min(4, len(work))) as pool:
         list(pool.map(store, work))
+
+
+# --- fallback -------------------------------------------------------------------------------
+
+
+def _route_away(request: ProviderRequest) -> bool:
+    """Before a submit: move the request to the next model when its provider is unconfigured or
+    unhealthy. True when the request was dealt with here (moved, or failed for want of a key)."""
+    provider = get_provider(request.model)
+    configured = provider.is_configured()
+    if configured and routing.provider_healthy(request.provider):
+        return False
+    name = request.model.display_name
+    error = f"{name} is not set up on this server." if not configured else f"{name} is not answering right now."
+    if _request_fallback(request, error):
+        return True
+    if not configured:
+        _request_fail(request, f"{error} {provider.configuration_hint()}".strip())
+        return True
+    # Unhealthy with nowhere else to go: the mark is only a hint, so try the provider anyway.
+    return False
+
+
+def _request_fallback(request: ProviderRequest, error: str) -> bool:
+    """Close the request and run its open slots on the next model of the task's fallback chain.
+
+    Returns False when there is no next model (the caller fails the slots as before). The request
+    is closed and its slots re-planned in one transaction, conditional on the request still being
+    open, so a duplicate delivery of the step re-plans nothing.
+    """
+    job = GenerationJob.objects.select_related("model").get(pk=request.job_id)
+    # First outside the lock: a health probe may take seconds, and the job row must not wait on it.
+    if job.status not in ACTIVE_JOB_STATUSES or routing.next_model(job=job, failed_model=request.model) is None:
+        return False
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().get(pk=request.job_id)
+        # Again under the lock: a sibling request's fallback may have used up a model meanwhile.
+        model = routing.next_model(job=job, failed_model=request.model)
+        if model is None or job.status not in ACTIVE_JOB_STATUSES:
+            return False
+        if not _request_close(request, RequestStatus.FAILED, error):
+            return True  # another delivery of this step closed the request first
+        slots = list(
+            ImageSlot.objects.select_for_update()
+            .filter(job=job, request=request)
+            .exclude(status__in=FINAL_SLOT_STATUSES)
+            .order_by("index")
+        )
+        # Only models that failed count as tried: a sibling request of this job (a fan-out) may
+        # still move to `model` when it fails in turn.
+        tried = list(dict.fromkeys([*routing.tried_models(job), request.model.key]))
+        GenerationJob.objects.filter(pk=job.pk).update(
+            params={**(job.params or {}), "tried_models": tried}, fallback_attempted=True, updated_at=timezone.now()
+        )
+        created = _plan_requests(job=job, model=model, slots=slots)
+        transaction.on_commit(lambda: _enqueue_submits(created))
+    logger.warning(
+        "job %s: %s request %s failed (%s); %d image(s) moved to %s",
+        job.pk,
+        request.provider,
+        request.pk,
+        error,
+        len(slots),
+        model.key,
+    )
+    return True
+
+
+def _enqueue_submits(request_ids: list[uuid.UUID]) -> None:
+    from generation.tasks import request_submit_task
+
+    for request_id in request_ids:
+        request_submit_task.delay(str(request_id))

@@ -13,13 +13,16 @@ from generation.imaging import InvalidImage, process_image
 from generation.models import FINAL_SLOT_STATUSES, GenerationJob, ImageSlot
 from generation.providers.base import GeneratedImage
 from generation.services.finish import slot_fail, slot_succeed
+from models_registry.models import ApiModel
 from studio.models import AssetSource, WorkspaceAsset
 
 logger = logging.getLogger(__name__)
 
 
-def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage) -> bool:
+def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, model: ApiModel | None = None) -> bool:
     """Store `image` as the asset of (job, slot.index) and mark the slot succeeded.
+
+    `model` is the model that made the image, when a fallback made it instead of the job's own.
 
     Idempotent: a second delivery finds the asset and stores nothing. An image that cannot be
     downloaded or is not a real, allowed image fails the slot with a clear error and leaves
@@ -51,7 +54,7 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage) ->
         content_type=processed.content_type,
         bytes=len(processed.data),
         seed=image.seed,
-        metadata={**image.metadata, "model": job.model.key, "provider": job.provider},
+        metadata={**image.metadata, "model": (model or job.model).key, "provider": (model or job.model).provider},
     )
     asset.file.save(f"{slot.index}.{processed.extension}", ContentFile(processed.data), save=False)
     asset.thumbnail.save(f"{slot.index}.jpg", ContentFile(processed.thumbnail), save=False)

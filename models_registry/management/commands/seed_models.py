@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from models_registry.models import ApiModel, NegativePrompt
-from models_registry.seed import MODELS, NEGATIVE_PROMPTS
+from models_registry.models import ApiModel, FallbackChain, FallbackEntry, NegativePrompt
+from models_registry.seed import FALLBACK_CHAINS, MODELS, NEGATIVE_PROMPTS, fallback_chain_keys
 
 
 class Command(BaseCommand):
@@ -43,7 +43,23 @@ class Command(BaseCommand):
                 NegativePrompt.objects.create(**row)
                 prompts_created += 1
 
+        chains_written = 0
+        for task in FALLBACK_CHAINS:
+            chain, chain_created = FallbackChain.objects.get_or_create(task=task)
+            # An existing chain is the staff's: its entries are only replaced on --reset.
+            if not (chain_created or reset):
+                continue
+            chain.entries.all().delete()
+            models = {m.key: m for m in ApiModel.objects.filter(key__in=fallback_chain_keys(task))}
+            present = [models[key] for key in fallback_chain_keys(task) if key in models]
+            FallbackEntry.objects.bulk_create(
+                FallbackEntry(chain=chain, model=model, position=position)
+                for position, model in enumerate(present, start=1)
+            )
+            chains_written += 1
+
         self.stdout.write(
             f"Registry: {created} models created, {updated} reset, "
-            f"{len(MODELS) - created - updated} left as staff set them; {prompts_created} negative prompts created."
+            f"{len(MODELS) - created - updated} left as staff set them; {prompts_created} negative prompts created; "
+            f"{chains_written} fallback chains written."
         )

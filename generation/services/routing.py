@@ -1,0 +1,115 @@
+"""Routing: provider health, and the next model of a task's fallback chain when a provider fails.
+
+Health is shared by every process through the Django cache: a probe result is kept briefly, and a
+provider the pipeline saw failing (connection errors, 5xx after retries) is marked unhealthy for
+longer, so the next jobs go straight to the next model instead of waiting out the same retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from django.core.cache import cache
+
+from generation.models import GenerationJob, JobMode
+from generation.providers import ADAPTERS, adapter_class
+from models_registry.models import ApiModel, FallbackChain, Task
+
+if TYPE_CHECKING:
+    from generation.providers.base import Provider
+
+logger = logging.getLogger(__name__)
+
+# How long a health probe's answer is trusted.
+HEALTH_CACHE_SECONDS = 30
+# How long a provider that kept failing is skipped before it is probed again.
+UNHEALTHY_SECONDS = 120
+
+HEALTHY = "healthy"
+UNHEALTHY = "unhealthy"
+NOT_CONFIGURED = "not configured"
+
+
+def _health_key(kind: str) -> str:
+    return f"provider-health:{kind}"
+
+
+def _adapter(kind: str) -> Provider:
+    # Health and configuration are per provider, not per model: an unsaved model stands in.
+    return adapter_class(kind)(ApiModel(key="", provider=kind))
+
+
+def provider_configured(kind: str) -> bool:
+    return kind in ADAPTERS and _adapter(kind).is_configured()
+
+
+def provider_healthy(kind: str) -> bool:
+    """Whether the provider answers, from the cache or a fresh probe (its adapter's health_check)."""
+    cached = cache.get(_health_key(kind))
+    if cached is not None:
+        return bool(cached)
+    if kind not in ADAPTERS:
+        return False
+    try:
+        healthy = bool(_adapter(kind).health_check())
+    except Exception:  # a probe must never break routing: a crashing probe means unhealthy
+        logger.exception("health check of provider %s crashed", kind)
+        healthy = False
+    cache.set(_health_key(kind), healthy, timeout=HEALTH_CACHE_SECONDS)
+    return healthy
+
+
+def provider_mark_unhealthy(kind: str, *, seconds: int = UNHEALTHY_SECONDS) -> None:
+    cache.set(_health_key(kind), False, timeout=seconds)
+    logger.warning("provider %s marked unhealthy for %ss", kind, seconds)
+
+
+def provider_status(kind: str) -> str:
+    """The state staff see in admin: healthy, unhealthy or not configured."""
+    if not provider_configured(kind):
+        return NOT_CONFIGURED
+    return HEALTHY if provider_healthy(kind) else UNHEALTHY
+
+
+def job_task(job: GenerationJob) -> str:
+    """The registry task a job needs: i2i_multi when it carries two references."""
+    if job.mode == JobMode.T2I:
+        return Task.T2I
+    if job.mode == JobMode.I2V:
+        return Task.I2V
+    return Task.I2I_MULTI if len(job.references or []) >= 2 else Task.I2I
+
+
+def tried_models(job: GenerationJob) -> list[str]:
+    """Keys of the models that already failed this job's images (its own model is implied)."""
+    return [str(key) for key in (job.params or {}).get("tried_models", [])]
+
+
+def next_model(*, job: GenerationJob, failed_model: ApiModel) -> ApiModel | None:
+    """The next usable model of the chain for the job's task, or None when the chain is spent.
+
+    The walk starts after the failed model's place in the chain and wraps around, so staff order
+    decides and a model picked by the user outside the chain still reaches all of it. Models
+    already tried for this job, inactive or unconfigured ones, unhealthy providers and models that
+    cannot do the task (or take fewer references than the job has) are skipped.
+    """
+    task = job_task(job)
+    chain = FallbackChain.objects.filter(task=task).first()
+    if chain is None:
+        return None
+    models = chain.ordered_models()
+    keys = [model.key for model in models]
+    start = keys.index(failed_model.key) + 1 if failed_model.key in keys else 0
+    skip = {job.model.key, failed_model.key, *tried_models(job)}
+    references = len({str(r.get("asset")) for r in job.references or []})
+    for model in models[start:] + models[:start]:
+        if model.key in skip or not model.is_active or not model.supports(task):
+            continue
+        limit = (model.capabilities or {}).get("max_reference_images")
+        if limit and references > limit:
+            continue
+        if not provider_configured(model.provider) or not provider_healthy(model.provider):
+            continue
+        return model
+    return None
