@@ -6,10 +6,43 @@ from django.urls import include, path
 
 from studio import views
 
-studio_patterns = [
-    path("", views.home, name="home"),
+studio_job_patterns = [
+    path("jobs/<uuid:job_id>/card", views.job_card_view, name="job-card"),
+    path("jobs/<uuid:job_id>/retry", views.job_retry, name="job-retry"),
+    path("jobs/<uuid:job_id>/cancel", views.job_cancel_view, name="job-cancel"),
+    path("jobs/<uuid:job_id>/download", views.job_download, name="job-download"),
+]
+
+studio_asset_patterns = [
     path("assets/<uuid:asset_id>/file", views.asset_file, name="asset-file"),
     path("assets/<uuid:asset_id>/thumbnail", views.asset_thumbnail, name="asset-thumbnail"),
+    path("assets/<uuid:asset_id>/delete", views.asset_delete_view, name="asset-delete"),
+    path("assets/<uuid:asset_id>/lock", views.asset_lock, name="asset-lock"),
+]
+
+studio_reference_patterns = [
+    path("references/use/<uuid:asset_id>", views.reference_use, name="reference-use"),
+    path("references/upload", views.reference_upload, name="reference-upload"),
+    path("references/swap", views.reference_swap, name="reference-swap"),
+    path("references/clear", views.reference_clear, name="reference-clear"),
+    path("references/mode", views.reference_mode, name="reference-mode"),
+]
+
+studio_character_patterns = [
+    path("characters/new", views.character_create_view, name="character-create"),
+    path("characters/<uuid:character_id>/rename", views.character_rename_view, name="character-rename"),
+    path("characters/<uuid:character_id>/delete", views.character_delete_view, name="character-delete"),
+]
+
+studio_patterns = [
+    path("", views.home, name="home"),
+    path("gallery", views.gallery, name="gallery"),
+    path("generate", views.generate, name="generate"),
+    path("prompt/options", views.prompt_options, name="prompt-options"),
+    *studio_job_patterns,
+    *studio_asset_patterns,
+    *studio_reference_patterns,
+    *studio_character_patterns,
 ]
 
 urlpatterns = [

@@ -1,0 +1,81 @@
+"""Characters in the sidebar: create, rename, delete, select."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from generation.models import GenerationJob
+from studio.models import Character
+from tests.studio.helpers import htmx, make_character, make_job
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_selects_the_new_character(alice_client, alice):
+    response = alice_client.post(reverse("studio:character-create"), {"name": "  Mira  "})
+
+    mira = Character.objects.get(owner=alice)
+    assert mira.name == "Mira"
+    assert response.status_code == 302
+    assert response["Location"] == f"/?character={mira.pk}"
+    html = alice_client.get(reverse("studio:home")).content.decode()
+    assert f'id="selected-character" value="{mira.pk}"' in html
+    assert "Created Mira." in html
+
+
+@pytest.mark.parametrize(("name", "message"), [("", "Give the character a name."), ("x" * 101, "under 100 characters")])
+def test_a_bad_name_is_shown_next_to_the_field(alice_client, name, message):
+    response = alice_client.post(reverse("studio:character-create"), {"name": name})
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Character.objects.exists()
+
+
+def test_rename_rerenders_the_sidebar(alice_client, alice):
+    mira = make_character(alice, "Mira")
+    response = alice_client.post(reverse("studio:character-rename", args=[mira.pk]), {"name": "Mirabel"}, **htmx())
+
+    mira.refresh_from_db()
+    assert mira.name == "Mirabel"
+    html = response.content.decode()
+    assert html.lstrip().startswith('<aside id="sidebar"')
+    assert "Mirabel" in html
+
+
+def test_rename_to_nothing_keeps_the_name_and_says_why(alice_client, alice):
+    mira = make_character(alice, "Mira")
+    html = alice_client.post(
+        reverse("studio:character-rename", args=[mira.pk]), {"name": " "}, **htmx()
+    ).content.decode()
+    assert "Give the character a name." in html
+    assert Character.objects.get(pk=mira.pk).name == "Mira"
+
+
+def test_delete_keeps_the_characters_images(alice_client, alice, model):
+    mira = make_character(alice, "Mira")
+    job = make_job(alice, model, images=1)
+    job.character = mira
+    job.save()
+    alice_client.get(reverse("studio:home"), {"character": str(mira.pk)})
+
+    response = alice_client.post(reverse("studio:character-delete", args=[mira.pk]))
+
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert not Character.objects.exists()
+    assert GenerationJob.objects.filter(pk=job.pk).exists()
+    assert 'id="selected-character" value=""' in alice_client.get("/").content.decode()
+
+
+@pytest.mark.parametrize("name", ["studio:character-rename", "studio:character-delete"])
+def test_another_users_character_is_a_404(alice_client, bob, name):
+    theirs = make_character(bob, "Bob's hero")
+    assert alice_client.post(reverse(name, args=[theirs.pk]), {"name": "Mine now"}).status_code == 404
+    assert Character.objects.get(pk=theirs.pk).name == "Bob's hero"
+
+
+@pytest.mark.parametrize("name", ["studio:character-rename", "studio:character-delete"])
+def test_they_reject_get(alice_client, alice, name):
+    mira = make_character(alice)
+    assert alice_client.get(reverse(name, args=[mira.pk])).status_code == 405
+    assert alice_client.get(reverse("studio:character-create")).status_code == 405

@@ -1,0 +1,84 @@
+"""A job card: progress while running (polled), then the outcome; 286 stops the polling."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from generation.models import JobStatus
+from tests.studio.helpers import htmx, make_job
+
+pytestmark = pytest.mark.django_db
+
+
+def card(client, job, hx=True):
+    return client.get(reverse("studio:job-card", args=[job.pk]), **(htmx() if hx else {}))
+
+
+def test_a_running_job_shows_progress_and_keeps_polling(alice_client, alice, model):
+    job = make_job(alice, model, status=JobStatus.RUNNING, pending=(2, 3))
+    response = card(alice_client, job)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Generating 2/4..." in html
+    assert 'role="progressbar"' in html and 'style="width: 50%"' in html
+    assert f'hx-get="/jobs/{job.pk}/card" hx-trigger="every 1s" hx-swap="outerHTML"' in html
+    assert html.count('class="tile placeholder"') == 2
+    assert "Cancel" in html
+
+
+def test_a_finished_job_answers_286_without_a_trigger(alice_client, alice, model):
+    job = make_job(alice, model)
+    response = card(alice_client, job)
+
+    assert response.status_code == 286
+    html = response.content.decode()
+    assert "hx-trigger" not in html
+    assert "Generated 4 of 4 images." in html and "outcome-success" in html
+    assert html.count('class="tile"') == 4
+    assert f"/jobs/{job.pk}/download" in html
+    assert 'id="credits"' in html and 'hx-swap-oob="true"' in html  # a refund shows at once
+
+
+def test_a_partial_job_is_orange_with_each_error_and_retry(alice_client, alice, model):
+    job = make_job(alice, model, status=JobStatus.PARTIAL, failed=(2,), error="Safety filter blocked it.")
+    html = card(alice_client, job).content.decode()
+
+    assert "outcome-partial" in html
+    assert "Generated 3 of 4 images. 1 failed." in html
+    assert "<strong>Image 3:</strong> Safety filter blocked it." in html
+    assert "Retry failed" in html
+
+
+def test_a_failed_job_is_red_with_the_reason(alice_client, alice, model):
+    job = make_job(alice, model, status=JobStatus.FAILED, failed=(0, 1), images=2, error="Invalid API key.")
+    html = card(alice_client, job).content.decode()
+
+    assert "outcome-failed" in html
+    assert "All 2 images failed." in html
+    assert "Invalid API key." in html
+    assert "Retry failed" in html
+
+
+def test_a_job_failed_as_a_whole_shows_its_own_reason(alice_client, alice, model):
+    job = make_job(alice, model, status=JobStatus.FAILED, images=1, pending=(0,))
+    job.errors = [{"index": 0, "error": "The job ran past its deadline.", "details": ""}]
+    job.save()
+    assert "The job ran past its deadline." in card(alice_client, job).content.decode()
+
+
+def test_a_canceled_job_says_what_it_kept(alice_client, alice, model):
+    job = make_job(alice, model, status=JobStatus.CANCELED, images=2, pending=(1,))
+    job.slots.filter(index=1).update(status="canceled")
+    html = card(alice_client, job).content.decode()
+    assert "Canceled. Generated 1 of 2 images." in html
+
+
+def test_without_htmx_it_still_renders(alice_client, alice, model):
+    assert card(alice_client, make_job(alice, model), hx=False).status_code == 200
+
+
+def test_another_users_job_is_a_404(alice_client, bob, model):
+    job = make_job(bob, model)
+    assert card(alice_client, job).status_code == 404
