@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import Count, F, Q
@@ -17,6 +19,8 @@ from generation.models import (
     SlotStatus,
 )
 from generation.services.credits import credits_refund
+from models_registry.models import ApiModel
+from studio.models import WorkspaceAsset
 
 
 def slot_succeed(slot_id: int, job_id: uuid.UUID) -> bool:
@@ -56,6 +60,14 @@ def job_errors(job_id: uuid.UUID) -> list[dict]:
     ]
 
 
+def _served_cost(job: GenerationJob) -> Decimal:
+    """What the stored images cost, each at the price of the model that made it (a fallback
+    model may have served some of them)."""
+    served = Counter(WorkspaceAsset.objects.filter(job=job).values_list("metadata__model", flat=True))
+    prices = dict(ApiModel.objects.filter(key__in=[k for k in served if k]).values_list("key", "price_per_image"))
+    return sum((prices.get(key, job.model.price_per_image) * count for key, count in served.items()), Decimal("0"))
+
+
 def job_finish_if_done(job_id: uuid.UUID) -> str | None:
     """Close the job when no slot is left to run: succeeded, partial or failed.
 
@@ -84,7 +96,7 @@ def job_finish_if_done(job_id: uuid.UUID) -> str | None:
             succeeded_count=counts["succeeded"],
             failed_count=counts["failed"],
             errors=job_errors(job_id),
-            cost=job.model.price_per_image * counts["succeeded"],
+            cost=_served_cost(job),
             finished_at=timezone.now(),
             updated_at=timezone.now(),
         )

@@ -209,6 +209,7 @@ class TestPipelineFallback:
     ):
         settings.PIPELINE_MAX_ATTEMPTS = 2
         chain("t2i", models["offline"], models["gemini"], models["fal"])
+        ApiModel.objects.filter(pk=models["gemini"].pk).update(price_per_image=Decimal("0.039"))
         job = make_job(alice, models["offline"], images=2)
         request = first_request(job)
         failing = Fake(models["offline"], error=OUTAGE)
@@ -234,6 +235,7 @@ class TestPipelineFallback:
         assert failing.calls == 2
         served = {(a.metadata["model"], a.metadata["provider"]) for a in WorkspaceAsset.objects.filter(job=job)}
         assert served == {("gemini-test", "gemini")}
+        assert job.cost == 2 * Decimal("0.039")  # priced at the model that made the images
 
     def test_it_walks_on_when_the_fallback_fails_too_and_fails_when_the_chain_is_spent(
         self, alice, models, settings, django_capture_on_commit_callbacks
