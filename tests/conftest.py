@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
+pytest_plugins = ["tests.simulator.fixtures"]
+
 
 @pytest.fixture
 def alice(db):

@@ -1,0 +1,26 @@
+"""The provider simulator: a loopback fal.ai / Replicate / Gemini for end-to-end tests.
+
+Usage (fixtures from tests/simulator/fixtures.py, registered in tests/conftest.py):
+
+    def test_something(simulator):                 # reset before and after the test
+        simulator.latency = 0.2                    # a generation runs 0.2 s
+        simulator.rate_limit_next(3, retry_after=1, provider="gemini")
+        ...                                        # point the studio at it:
+        simulator.settings_overrides()             #   for override_settings in this process
+        simulator.worker_env()                     #   for a worker process (tests/worker.py)
+        simulator.calls_for("fal", "submit")       # what arrived, oldest first
+        simulator.max_concurrency("gemini")        # the most calls seen in flight at once
+
+Knobs (attributes, or configure(**knobs)): latency, latencies {provider: s}, num_images, image_size,
+replicate_output_string, replicate_prefer_wait, gemini_mode ("image" | "text" | "blocked"),
+gemini_block_reason, concurrency_cap, webhooks_enabled, forge_webhook_signatures,
+webhook_timestamp_skew, echo_credentials, accepted_keys, fail_jobs, timeout_seconds,
+fal_max_num_images, replicate_max_outputs. Fault rules: fail_next, rate_limit_next, fail_fraction,
+outage, timeout_next, malformed_next, drop_next, clear_faults. See server.py for the protocol details.
+"""
+
+from __future__ import annotations
+
+from tests.simulator.server import Call, Delivery, Fault, Simulator
+
+__all__ = ["Call", "Delivery", "Fault", "Simulator"]
