@@ -127,10 +127,12 @@ class Replicate(HttpApi, Provider):
             )
             prediction = self.json(response)
         except ProviderError as exc:
-            # A 4xx is a refusal; anything else (timeouts, drops, 5xx, a garbled 201) may hide a
-            # prediction that runs and bills. A connect failure before sending is the one safe case.
+            # A 4xx is a refusal and a 5xx an answer that the create failed: both are safe to act
+            # on (a 5xx is retried, then falls back). No answer at all, or a garbled 2xx, may hide
+            # a prediction that runs and bills.
             never_sent = exc.status_code is None and exc.details != MAY_HAVE_BEEN_RECEIVED
-            if not never_sent and not (exc.status_code and 400 <= exc.status_code < 500):
+            answered_error = exc.status_code is not None and exc.status_code >= 400
+            if not never_sent and not answered_error:
                 exc.details = CREATE_MAY_HAVE_BEEN_RECEIVED
                 exc.may_have_been_received = True
             raise

@@ -245,6 +245,11 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
             # The webhook announces the end; polling is only the safety net if it never comes.
             interval = max(interval, WEBHOOK_POLL_SECONDS)
         return Next("poll", _countdown(interval))
+    if result.external_id and result.external_id != request.external_id:
+        # Finished within the submit call (Replicate's Prefer: wait): keep the provider's id for
+        # support and billing questions all the same.
+        ProviderRequest.objects.filter(pk=request.pk).update(external_id=result.external_id)
+        request.external_id = result.external_id
     request_apply_result(request, result)
     return DONE
 

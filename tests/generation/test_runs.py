@@ -114,3 +114,23 @@ def test_a_queue_submit_that_may_have_been_received_is_not_repeated(job):
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert "not repeated, to avoid paying twice" in job.errors[0]["error"]
+
+
+def test_a_request_finished_within_the_submit_keeps_the_providers_id(job):
+    from generation.providers.base import GeneratedImage
+    from tests.factories import png_bytes
+
+    class Quick(Provider):
+        name = "offline"
+
+        def __init__(self) -> None:
+            pass
+
+        def submit(self, request):
+            images = [GeneratedImage(data=png_bytes()) for _ in request.batch_indexes]
+            return ProviderResult(status=ResultStatus.SUCCEEDED, images=images, external_id="pred-123")
+
+    request = first_request(job)
+    assert submit_with(Quick(), request) == runs.DONE
+    request.refresh_from_db()
+    assert request.external_id == "pred-123" and request.status == "succeeded"

@@ -141,11 +141,18 @@ class TestReplicateSubmit:
         assert info.value.details == CREATE_MAY_HAVE_BEEN_RECEIVED
         assert len(rsps.calls) == 1  # never re-posted by the adapter
 
-    def test_it_flags_a_create_5xx_as_maybe_received(self, rsps):
+    def test_a_create_5xx_is_an_answer_so_it_may_be_retried(self, rsps):
         rsps.post("https://api.replicate.com/v1/predictions", body="upstream error", status=502)
         with pytest.raises(ProviderError) as info:
             Replicate(sdxl()).submit(GenerationRequest(prompt="p"))
         assert not info.value.permanent
+        assert info.value.may_have_been_received is False
+
+    def test_it_flags_a_garbled_201_as_maybe_received(self, rsps):
+        rsps.post("https://api.replicate.com/v1/predictions", body="<html>", status=201)
+        with pytest.raises(ProviderError) as info:
+            Replicate(sdxl()).submit(GenerationRequest(prompt="p"))
+        assert info.value.may_have_been_received is True
         assert info.value.details == CREATE_MAY_HAVE_BEEN_RECEIVED
 
     def test_it_knows_a_connect_timeout_created_nothing(self, rsps):
