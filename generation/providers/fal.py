@@ -122,15 +122,7 @@ class Fal(HttpApi, Provider):
     name = "fal"
     asynchronous = True
     api_label = "fal.ai"
-
-    def is_configured(self) -> bool:
-        return bool(settings.FAL_KEY)
-
-    def configuration_hint(self) -> str:
-        return "Set FAL_KEY to use fal.ai models."
-
-    def api_secret(self) -> str:
-        return settings.FAL_KEY
+    secret_setting = "FAL_KEY"  # noqa: S105 - the name of the setting, not a secret
 
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {settings.FAL_KEY}"}  # "Key", not "Bearer"

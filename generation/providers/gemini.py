@@ -44,15 +44,7 @@ class Gemini(HttpApi, Provider):
     name = "gemini"
     asynchronous = False
     api_label = "Google Gemini"
-
-    def is_configured(self) -> bool:
-        return bool(settings.GEMINI_API_KEY)
-
-    def configuration_hint(self) -> str:
-        return "Set GEMINI_API_KEY to use Google Gemini models."
-
-    def api_secret(self) -> str:
-        return settings.GEMINI_API_KEY
+    secret_setting = "GEMINI_API_KEY"  # noqa: S105 - the name of the setting, not a secret
 
     def api_headers(self) -> dict[str, str]:
         # A header, never ?key=: URLs end up in proxy and error logs.

@@ -109,10 +109,19 @@ class HttpApi:
     """Mixin for adapters that speak HTTP. Set api_label; override the hooks as needed."""
 
     api_label: ClassVar[str] = ""
+    # The setting that holds the provider's key: it configures the provider, is named in the
+    # hint when missing, and is kept out of messages and logs.
+    secret_setting: ClassVar[str] = ""
 
     def api_secret(self) -> str:
         """The credential to keep out of messages and logs."""
-        return ""
+        return getattr(settings, self.secret_setting, "") if self.secret_setting else ""
+
+    def is_configured(self) -> bool:
+        return bool(self.api_secret())
+
+    def configuration_hint(self) -> str:
+        return f"Set {self.secret_setting} to use {self.api_label} models."
 
     def api_headers(self) -> dict[str, str]:
         """Auth and other headers sent on every API call."""

@@ -40,15 +40,7 @@ class Replicate(HttpApi, Provider):
     name = "replicate"
     asynchronous = True
     api_label = "Replicate"
-
-    def is_configured(self) -> bool:
-        return bool(settings.REPLICATE_API_TOKEN)
-
-    def configuration_hint(self) -> str:
-        return "Set REPLICATE_API_TOKEN to use Replicate models."
-
-    def api_secret(self) -> str:
-        return settings.REPLICATE_API_TOKEN
+    secret_setting = "REPLICATE_API_TOKEN"  # noqa: S105 - the name of the setting, not a secret
 
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {settings.REPLICATE_API_TOKEN}"}
