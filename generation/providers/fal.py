@@ -24,12 +24,11 @@ from generation.providers.base import (
     ProviderResult,
     ResultStatus,
 )
-from generation.providers.http_api import HttpApi, unique_references
-from models_registry.capabilities import schema_properties
+from generation.providers.http_api import HttpApi
+from generation.providers.inputs import model_inputs
 
 NSFW_ERROR = "blocked by the provider's safety checker"
 # Inputs the adapter fills itself; request.params never overrides them.
-_MANAGED_FIELDS = frozenset({"prompt", "num_images", "seed", "negative_prompt", "image_url", "image_urls", "image"})
 _STATUS_CODE_IN_ERROR = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
 
 
@@ -143,34 +142,8 @@ class Fal(HttpApi, Provider):
         return error
 
     def build_input(self, request: GenerationRequest) -> dict[str, Any]:
-        model = self.model
-        properties = schema_properties(model.input_schema)
-        capabilities = model.capabilities or {}
-        payload: dict[str, Any] = {"prompt": request.prompt}
-        if model.max_images > 1:
-            if request.num_images > model.max_images:
-                raise ProviderError(f"{model.key} makes at most {model.max_images} images a request.", permanent=True)
-            payload["num_images"] = request.num_images
-        elif request.num_images > 1:
-            raise ProviderError(f"{model.key} makes one image a request.", permanent=True)
-        if request.seed is not None:
-            payload["seed"] = request.seed
-        if request.negative_prompt and ("negative_prompt" in properties or capabilities.get("negative_prompt")):
-            payload["negative_prompt"] = request.negative_prompt
-        for name, value in request.params.items():
-            if name in properties and name not in _MANAGED_FIELDS:
-                payload[name] = value
-        references = unique_references(request.references)
-        if references:
-            limit = capabilities.get("max_reference_images")
-            if limit and len(references) > limit:
-                raise ProviderError(f"{model.key} takes at most {limit} reference images.", permanent=True)
-            field = model.image_field
-            uris = [reference.url_or_data_uri() for reference in references]
-            payload[field] = uris if field == "image_urls" else uris[0]
-        if request.strength is not None and capabilities.get("strength_field"):
-            payload[capabilities["strength_field"]] = request.strength
-        return payload
+        # fal models that batch take num_images; the others make one image a call.
+        return model_inputs(self.model, request, count_field="num_images" if self.model.max_images > 1 else None)
 
     def submit(self, request: GenerationRequest) -> ProviderResult:
         url = f"{settings.FAL_QUEUE_URL.rstrip('/')}/{self.model.key}"

@@ -23,13 +23,13 @@ from generation.providers.base import (
     ProviderResult,
     ResultStatus,
 )
-from generation.providers.http_api import MAY_HAVE_BEEN_RECEIVED, HttpApi, json_or_none, unique_references
+from generation.providers.http_api import MAY_HAVE_BEEN_RECEIVED, HttpApi, json_or_none
+from generation.providers.inputs import model_inputs
 from models_registry.capabilities import schema_properties
 
 CREATE_MAY_HAVE_BEEN_RECEIVED = "create may have been received"
 # Seconds Replicate may hold the create open; fast models then answer finished in one call.
 PREFER_WAIT_SECONDS = 5
-_MANAGED_FIELDS = frozenset({"prompt", "num_outputs", "num_images", "seed", "negative_prompt", "image", "image_urls"})
 # A failed prediction was billed for its compute time, so only failures that read as transient
 # are worth another paid attempt; everything else (NSFW, invalid input, model bugs) is permanent.
 _TRANSIENT_FAILURE = re.compile(r"time(d)?[ -]?out|timeout", re.IGNORECASE)
@@ -62,33 +62,10 @@ class Replicate(HttpApi, Provider):
         return seconds
 
     def build_input(self, request: GenerationRequest) -> dict[str, Any]:
-        model = self.model
-        properties = schema_properties(model.input_schema)
-        capabilities = model.capabilities or {}
-        payload: dict[str, Any] = {"prompt": request.prompt}
+        # SDXL-style models call the count num_outputs.
+        properties = schema_properties(self.model.input_schema)
         count_field = next((f for f in ("num_outputs", "num_images") if f in properties), None)
-        if count_field:
-            if request.num_images > model.max_images:
-                raise ProviderError(f"{model.key} makes at most {model.max_images} images a request.", permanent=True)
-            payload[count_field] = request.num_images
-        elif request.num_images > 1:
-            raise ProviderError(f"{model.key} makes one image a request.", permanent=True)
-        if request.seed is not None:
-            payload["seed"] = request.seed
-        if request.negative_prompt and ("negative_prompt" in properties or capabilities.get("negative_prompt")):
-            payload["negative_prompt"] = request.negative_prompt
-        for name, value in request.params.items():
-            if name in properties and name not in _MANAGED_FIELDS:
-                payload[name] = value
-        references = unique_references(request.references)
-        if references:
-            # Presigned URLs are preferred: Replicate takes data URIs only for small files [NV].
-            uris = [reference.url_or_data_uri() for reference in references]
-            field = model.image_field
-            payload[field] = uris if field == "image_urls" else uris[0]
-        if request.strength is not None and capabilities.get("strength_field"):
-            payload[capabilities["strength_field"]] = request.strength
-        return payload
+        return model_inputs(self.model, request, count_field=count_field)
 
     def create_url_and_body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         base = settings.REPLICATE_API_URL.rstrip("/")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime, timedelta
 from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
 import requests
 from django.core.files.base import ContentFile
-from moto.server import ThreadedMotoServer
 
 from generation.models import JobMode
 from generation.presign import expires_within, url_expires_at
@@ -19,6 +16,7 @@ from generation.services import runs
 from generation.services.jobs import job_create
 from studio.models import WorkspaceAsset
 from tests.factories import offline_model, png_bytes
+from tests.s3 import moto_server, use_s3
 
 BUCKET = "charstudio-references"
 SIGNED_AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -93,44 +91,9 @@ class TestDeduplication:
         assert reference.url is None and reference.data == png_bytes()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-    ).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
-
-def use_s3(settings, endpoint: str, *, expire: int) -> None:
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": BUCKET,
-                "endpoint_url": endpoint,
-                "region_name": "us-east-1",
-                "access_key": "test",
-                "secret_key": "test",
-                "default_acl": None,
-                "querystring_auth": True,
-                "querystring_expire": expire,
-                "signature_version": "s3v4",
-                "file_overwrite": False,
-            },
-        },
-    }
+    yield from moto_server(BUCKET)
 
 
 def expires_param(url: str) -> int:
@@ -140,13 +103,13 @@ def expires_param(url: str) -> int:
 @pytest.mark.django_db
 class TestPresignedReferences:
     def test_a_url_about_to_expire_is_signed_again_for_an_hour(self, alice, settings, s3_endpoint):
-        use_s3(settings, s3_endpoint, expire=120)  # the storage hands out two-minute URLs
+        use_s3(settings, s3_endpoint, BUCKET, expire=120)  # the storage hands out two-minute URLs
         (reference,) = runs._references(i2i_job(alice, [make_asset(alice)]))
         assert expires_param(reference.url) == runs.REFERENCE_URL_EXPIRE_SECONDS
         fetched = requests.get(reference.url, timeout=5)
         assert fetched.status_code == 200 and fetched.content == png_bytes()
 
     def test_a_url_with_enough_life_left_is_kept(self, alice, settings, s3_endpoint):
-        use_s3(settings, s3_endpoint, expire=600)
+        use_s3(settings, s3_endpoint, BUCKET, expire=600)
         (reference,) = runs._references(i2i_job(alice, [make_asset(alice)]))
         assert expires_param(reference.url) == 600

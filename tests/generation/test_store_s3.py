@@ -3,13 +3,10 @@ owner through a short-lived presigned URL."""
 
 from __future__ import annotations
 
-import socket
 from unittest import mock
 
-import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from generation.models import ImageSlot
 from generation.providers.base import GeneratedImage
@@ -17,52 +14,20 @@ from generation.services.jobs import job_create
 from generation.services.store import slot_store
 from studio.models import WorkspaceAsset
 from tests.factories import offline_model, png_bytes
+from tests.s3 import moto_server, s3_client, use_s3
 
 BUCKET = "charstudio-test"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-    ).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
+    yield from moto_server(BUCKET)
 
 
 @pytest.fixture
 def s3_storage(settings, s3_endpoint):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": BUCKET,
-                "endpoint_url": s3_endpoint,
-                "region_name": "us-east-1",
-                "access_key": "test",
-                "secret_key": "test",
-                "default_acl": None,
-                "querystring_auth": True,
-                "querystring_expire": 600,
-                "signature_version": "s3v4",
-                "file_overwrite": False,
-            },
-        },
-    }
-    return boto3.client(
-        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
-    )
+    use_s3(settings, s3_endpoint, BUCKET)
+    return s3_client(s3_endpoint)
 
 
 def test_a_generated_image_lands_in_the_bucket_and_the_owner_gets_a_presigned_url(

@@ -1,0 +1,53 @@
+"""The model input that schema-driven providers (fal, Replicate) share: what the registry row's
+input_schema and capabilities say the model takes, filled from one GenerationRequest."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from generation.providers.base import GenerationRequest, ProviderError
+from generation.providers.http_api import unique_references
+from models_registry.capabilities import schema_properties
+
+if TYPE_CHECKING:
+    from models_registry.models import ApiModel
+
+# Fields the pipeline fills itself; request.params never overrides them.
+MANAGED_FIELDS = frozenset(
+    {"prompt", "num_images", "num_outputs", "seed", "negative_prompt", "image", "image_url", "image_urls"}
+)
+
+
+def model_inputs(model: ApiModel, request: GenerationRequest, *, count_field: str | None) -> dict[str, Any]:
+    """The input object for `model`: the count goes to `count_field` (None: one image a call),
+    references to the model's image field, the strength to its strength field, and params only
+    where the schema has them. Raises a permanent ProviderError for what the model cannot take."""
+    properties = schema_properties(model.input_schema)
+    capabilities = model.capabilities or {}
+    payload: dict[str, Any] = {"prompt": request.prompt}
+    if count_field:
+        if request.num_images > model.max_images:
+            raise ProviderError(f"{model.key} makes at most {model.max_images} images a request.", permanent=True)
+        payload[count_field] = request.num_images
+    elif request.num_images > 1:
+        raise ProviderError(f"{model.key} makes one image a request.", permanent=True)
+    if request.seed is not None:
+        payload["seed"] = request.seed
+    if request.negative_prompt and ("negative_prompt" in properties or capabilities.get("negative_prompt")):
+        payload["negative_prompt"] = request.negative_prompt
+    for name, value in request.params.items():
+        if name in properties and name not in MANAGED_FIELDS:
+            payload[name] = value
+    references = unique_references(request.references)
+    if references:
+        limit = capabilities.get("max_reference_images")
+        if limit and len(references) > limit:
+            raise ProviderError(f"{model.key} takes at most {limit} reference images.", permanent=True)
+        # A presigned URL when storage gives one; else a data: URI (fal decodes it; Replicate takes
+        # them for small files [NV]).
+        uris = [reference.url_or_data_uri() for reference in references]
+        field = model.image_field
+        payload[field] = uris if field == "image_urls" else uris[0]
+    if request.strength is not None and capabilities.get("strength_field"):
+        payload[capabilities["strength_field"]] = request.strength
+    return payload
