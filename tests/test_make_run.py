@@ -61,7 +61,8 @@ def manage(env: dict, *args: str) -> str:
     return result.stdout
 
 
-def test_the_embedded_default_serves_the_studio_and_runs_jobs(embedded_env):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_the_embedded_default_serves_the_studio_and_runs_jobs(embedded_env, stop_signal):
     manage(embedded_env, "migrate", "--noinput")
     manage(embedded_env, "seed_models")
     assert "demo / demo" in manage(embedded_env, "ensure_demo_user")
@@ -90,12 +91,16 @@ def test_the_embedded_default_serves_the_studio_and_runs_jobs(embedded_env):
         # A job created beside the running server goes through its worker on the filesystem broker.
         assert "JOB succeeded 2" in manage(embedded_env, "shell", "-c", JOB_SCRIPT)
     finally:
-        os.killpg(server.pid, signal.SIGINT)
+        # Ctrl-C reaches the whole foreground group; a kill reaches rundev alone.
+        if stop_signal == signal.SIGINT:
+            os.killpg(server.pid, signal.SIGINT)
+        else:
+            server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
-    # Ctrl-C stops both: no worker is left behind.
+    # Either way both stop: no worker is left behind.
     leftover = subprocess.run(["pgrep", "-f", embedded_env["VAR_DIR"]], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""

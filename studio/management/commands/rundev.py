@@ -47,9 +47,13 @@ class Command(BaseCommand):
             start_new_session=True,
         )
         self.stdout.write(f"Celery worker started (pid {worker.pid}).")
+        # Ctrl-C arrives as KeyboardInterrupt; a plain kill (SIGTERM, a closed terminal) must stop
+        # the worker too, so turn those into an exit that runs the cleanup below.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _exit_on_signal)
         try:
             call_command("runserver", addr, use_reloader=False)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             pass
         finally:
             self.stdout.write("Stopping the Celery worker...")
@@ -58,3 +62,7 @@ class Command(BaseCommand):
                 worker.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
