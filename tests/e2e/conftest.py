@@ -113,6 +113,17 @@ def screenshot() -> Callable[[object, str], Path]:
     return take
 
 
+def htmx_idle(tab) -> None:
+    """Wait until htmx has no request in flight and has settled the last swap.
+
+    A swapped-in control gets its htmx triggers only when the swap settles; a person never acts
+    inside those milliseconds, but a test can, and its event would then be lost.
+    """
+    tab.wait_for_function(
+        "() => window.htmx && !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+    )
+
+
 def login(tab, username: str, password: str) -> None:
     tab.goto("/accounts/login/")
     tab.get_by_label("Username").fill(username)

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from generation.models import GenerationJob, JobMode, JobStatus
 from models_registry.models import ApiModel
 from studio.models import AssetSource, Character, WorkspaceAsset
-from tests.e2e.conftest import fails_at, final_prompt, login, prompt_where
+from tests.e2e.conftest import fails_at, final_prompt, htmx_idle, login, prompt_where
 from tests.factories import offline_model, png_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker]
@@ -225,6 +225,7 @@ def test_references_come_from_uploads_and_drops_and_bad_files_are_refused(page, 
         {"name": "me.png", "mimeType": "image/png", "buffer": png_bytes(size=(200, 250), color=(30, 120, 200))}
     )
     expect(controls.locator(".ref-slot.is-filled")).to_have_count(1)
+    htmx_idle(page)
 
     # Drag and drop a file from the desktop onto the reference area.
     data = base64.b64encode(png_bytes(size=(160, 200), color=(220, 180, 40))).decode()
@@ -246,6 +247,7 @@ def test_references_come_from_uploads_and_drops_and_bad_files_are_refused(page, 
 
     controls.get_by_role("button", name="Swap references").click()
     expect(controls.locator('input[name="ref1"]')).to_have_value(str(second.pk))
+    htmx_idle(page)
 
     page.locator("#ref-file").set_input_files(
         {"name": "notes.png", "mimeType": "image/png", "buffer": b"not a picture"}
@@ -263,6 +265,7 @@ def test_references_come_from_uploads_and_drops_and_bad_files_are_refused(page, 
     # A gallery image dragged onto the reference area fills the next slot.
     generate(page, prompt_where(lambda p: not fails_at(final_prompt(p), 0), stem="drag me"), 1)
     done = wait_until_done(page)
+    htmx_idle(page)
     done.locator(".tile").drag_to(controls.locator("[data-dropzone]"))
     expect(controls.locator('input[name="ref1"]')).to_have_value(str(done_asset_of(done)))
 
