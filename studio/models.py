@@ -1,9 +1,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import models
+
+if TYPE_CHECKING:
+    from generation.imaging import ProcessedImage
 
 
 class Character(models.Model):
@@ -85,3 +90,26 @@ class WorkspaceAsset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id}"
+
+    @classmethod
+    def with_files(cls, processed: ProcessedImage, *, stem: str, **fields: Any) -> WorkspaceAsset:
+        """A new, unsaved asset whose image and thumbnail are already written to storage.
+
+        Save it with force_insert; if that fails, call delete_files() so no file outlives a row
+        that was never written.
+        """
+        asset = cls(
+            id=uuid.uuid4(),
+            width=processed.width,
+            height=processed.height,
+            content_type=processed.content_type,
+            bytes=len(processed.data),
+            **fields,
+        )
+        asset.file.save(f"{stem}.{processed.extension}", ContentFile(processed.data), save=False)
+        asset.thumbnail.save(f"{stem}.jpg", ContentFile(processed.thumbnail), save=False)
+        return asset
+
+    def delete_files(self) -> None:
+        self.file.delete(save=False)
+        self.thumbnail.delete(save=False)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import transaction
 
 from generation.imaging import process_image
@@ -73,25 +72,14 @@ def upload_create(*, owner, data: bytes, character: Character | None = None) -> 
     What is stored is the metadata-free re-encode, never the bytes the browser sent.
     """
     processed = process_image(data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.IMAGE_MAX_PIXELS)
-    asset = WorkspaceAsset(
-        id=uuid.uuid4(),
-        owner=owner,
-        character=character,
-        source=AssetSource.UPLOAD,
-        kind=AssetKind.IMAGE,
-        width=processed.width,
-        height=processed.height,
-        content_type=processed.content_type,
-        bytes=len(processed.data),
+    asset = WorkspaceAsset.with_files(
+        processed, stem="upload", owner=owner, character=character, source=AssetSource.UPLOAD, kind=AssetKind.IMAGE
     )
-    asset.file.save(f"upload.{processed.extension}", ContentFile(processed.data), save=False)
-    asset.thumbnail.save("upload.jpg", ContentFile(processed.thumbnail), save=False)
     try:
         asset.save(force_insert=True)
     except Exception:
         # Nothing in storage may outlive a row that was never written.
-        asset.file.delete(save=False)
-        asset.thumbnail.delete(save=False)
+        asset.delete_files()
         raise
     return asset
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 
 from generation.http import DownloadError, UnsafeURLError, fetch
@@ -42,27 +40,22 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
         slot_fail(slot.pk, job.pk, "The provider returned something that is not a usable image.", str(exc))
         return False
 
-    asset = WorkspaceAsset(
-        id=uuid.uuid4(),
+    served_by = model or job.model
+    asset = WorkspaceAsset.with_files(
+        processed,
+        stem=str(slot.index),
         owner_id=job.owner_id,
         job=job,
         character_id=job.character_id,
         batch_index=slot.index,
         source=AssetSource.GENERATED,
-        width=processed.width,
-        height=processed.height,
-        content_type=processed.content_type,
-        bytes=len(processed.data),
         seed=image.seed,
-        metadata={**image.metadata, "model": (model or job.model).key, "provider": (model or job.model).provider},
+        metadata={**image.metadata, "model": served_by.key, "provider": served_by.provider},
     )
-    asset.file.save(f"{slot.index}.{processed.extension}", ContentFile(processed.data), save=False)
-    asset.thumbnail.save(f"{slot.index}.jpg", ContentFile(processed.thumbnail), save=False)
     try:
         with transaction.atomic():
             asset.save(force_insert=True)
     except IntegrityError:
         # A concurrent delivery stored this slot first: keep theirs, drop our files.
-        asset.file.delete(save=False)
-        asset.thumbnail.delete(save=False)
+        asset.delete_files()
     return slot_succeed(slot.pk, job.pk)
