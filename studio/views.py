@@ -20,7 +20,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from generation.imaging import InvalidImage
@@ -59,8 +59,6 @@ from studio.services import (
 
 STATE_SESSION_KEY = "studio_state"
 CHARACTER_SESSION_KEY = "studio_character"
-# htmx treats 286 as "stop polling" (htmx 2); the body is still swapped in.
-STOP_POLLING = 286
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -332,7 +330,9 @@ def job_card_view(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
     if request.htmx and not context["card"].is_active:
         # The job just ended: a refund (every image failed) changes the balance in the top bar.
         fragments.append(("studio/_prompt_bar.html#credits-oob", {"credits": credit_account(request.user).balance}))
-        return _render_fragments(request, fragments, status=STOP_POLLING)
+        return _render_fragments(
+            request, fragments, status=HTMX_STOP_POLLING
+        )  # htmx 2 stops polling; the body is still swapped in
     return _render_fragments(request, fragments)
 
 
