@@ -159,6 +159,15 @@ class Provider:
         """A cheap probe that the provider answers; cached by the router."""
         return self.is_configured()
 
+    # --- registry validation ------------------------------------------------------------
+    @classmethod
+    def validate_model(cls, model: ApiModel) -> dict[str, str]:
+        """Errors, by ApiModel field name, in a registry row this adapter could not run.
+
+        ApiModel.clean() calls it, so admin shows them as form errors and saves nothing.
+        """
+        return {}
+
     # --- the lifecycle ------------------------------------------------------------------
     def submit(self, request: GenerationRequest) -> ProviderResult:
         raise NotImplementedError
