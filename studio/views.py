@@ -163,11 +163,23 @@ def _reference_capacity(model: ApiModel) -> int:
     return 1 if model.supports("i2i") else 0
 
 
+def _gallery_context(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
+    """What every job card needs besides its JobCard, the same on the full page and in each fragment.
+
+    The page, "Load more" and every card refresh all build it here: a card rendered from a context
+    without it would show Lock disabled ("Select a character first") while a character is selected.
+    """
+    return {"has_character": bool(_selected_character_id(request)), **extra}
+
+
 def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) -> dict[str, Any]:
     characters = list(characters_for_user(request.user))
+    # Settles the session's selection first (?character=, or a character deleted meanwhile), which
+    # _gallery_context then reads like every fragment does.
     selected = _selected_character(request, characters)
     page = gallery_page(request.user, after=request.GET.get("after"))
     context = {
+        **_gallery_context(request),
         "characters": characters,
         "selected_character": selected,
         "page": page,
@@ -196,7 +208,7 @@ def _render_fragments(request: HtmxHttpRequest, fragments: Fragments, status: in
 
 
 def _card_context(request: HtmxHttpRequest, job: GenerationJob, **extra: Any) -> dict[str, Any]:
-    return {"card": job_card(job), "has_character": bool(_selected_character_id(request)), **extra}
+    return _gallery_context(request, card=job_card(job), **extra)
 
 
 def _controls_response(request: HtmxHttpRequest, state: StudioState, **extra: Any) -> HttpResponse:
@@ -225,8 +237,7 @@ def gallery(request: HtmxHttpRequest) -> HttpResponse:
     if not request.htmx:
         return redirect(reverse("studio:home") + "?" + urlencode({"after": request.GET.get("after", "")}))
     page = gallery_page(request.user, after=request.GET.get("after"))
-    context = {"page": page, "has_character": bool(_selected_character_id(request))}
-    return render(request, "studio/_gallery.html#gallery-page", context)
+    return render(request, "studio/_gallery.html#gallery-page", _gallery_context(request, page=page))
 
 
 # --- generating -----------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.files.storage import default_storage
 from django.urls import reverse
@@ -106,3 +108,26 @@ def test_lock_without_javascript_redirects_with_a_message(alice_client, alice):
         reverse("studio:asset-lock", args=[asset.pk]), {"character": str(mira.pk)}, follow=True
     )
     assert b"Locked as Mira" in response.content
+
+
+def lock_buttons(html: str) -> list[str]:
+    return re.findall(r'<button[^>]*aria-label="Lock as portrait"[^>]*>', html)
+
+
+def test_lock_is_enabled_on_every_render_of_a_card_once_a_character_is_selected(alice_client, alice, model):
+    mira = make_character(alice, "Mira")
+    job = make_job(alice, model, images=2)
+    home = reverse("studio:home")
+
+    for html in (
+        alice_client.get(home, {"character": str(mira.pk)}).content.decode(),  # the full page
+        alice_client.get(home).content.decode(),  # a later page load: the session's selection
+        alice_client.get(reverse("studio:job-card", args=[job.pk]), **htmx()).content.decode(),
+        alice_client.get(reverse("studio:gallery"), **htmx()).content.decode(),  # "Load more"
+    ):
+        buttons = lock_buttons(html)
+        assert len(buttons) == 2
+        assert not any(" disabled" in button for button in buttons), buttons
+
+    html = alice_client.get(home, {"character": "none"}).content.decode()
+    assert all(" disabled" in button for button in lock_buttons(html))
