@@ -92,6 +92,18 @@ class ApiModel(models.Model):
     def __str__(self) -> str:
         return f"{self.display_name} ({self.key})"
 
+    def clean(self) -> None:
+        """What the provider's adapter says it cannot run (e.g. more images a request than it makes)."""
+        # Imported here: the registry app must load without the pipeline's modules.
+        from generation.providers import ADAPTERS, adapter_class
+
+        well_formed = isinstance(self.capabilities, dict) and isinstance(self.input_schema, dict)
+        if self.provider not in ADAPTERS or not well_formed:
+            return  # the field validators already report an unknown provider or malformed JSON
+        errors = adapter_class(self.provider).validate_model(self)
+        if errors:
+            raise ValidationError(errors)
+
     @property
     def max_images(self) -> int:
         """Images one request can return: the staff override, else the schema's maximum, else 1."""

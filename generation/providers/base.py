@@ -160,13 +160,45 @@ class Provider:
         return self.is_configured()
 
     # --- registry validation ------------------------------------------------------------
+    # The most images one request can return, whatever a registry row says (the offline engine
+    # renders 4, Gemini answers one). None: the model's own input schema says (fal, Replicate).
+    max_images_limit: ClassVar[int | None] = None
+
+    @classmethod
+    def images_per_request_limit(cls, model: ApiModel) -> int | None:
+        """The most images one request to `model` can return: the adapter's own limit, else the
+        maximum of the count field the model's input schema declares (num_images, or Replicate's
+        num_outputs); None when neither says."""
+        if cls.max_images_limit is not None:
+            return cls.max_images_limit
+        from models_registry.capabilities import schema_properties
+
+        properties = schema_properties(model.input_schema)
+        for count_field in ("num_images", "num_outputs"):
+            spec = properties.get(count_field)
+            maximum = spec.get("maximum") if isinstance(spec, dict) else None
+            if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum >= 1:
+                return maximum
+        return None
+
     @classmethod
     def validate_model(cls, model: ApiModel) -> dict[str, str]:
         """Errors, by ApiModel field name, in a registry row this adapter could not run.
 
-        ApiModel.clean() calls it, so admin shows them as form errors and saves nothing.
+        ApiModel.clean() calls it, so admin shows them as form errors and saves nothing. An
+        adapter that overrides it adds its own errors to super()'s.
         """
-        return {}
+        errors: dict[str, str] = {}
+        limit = cls.images_per_request_limit(model)
+        if limit is not None and model.max_images > limit:
+            # A higher max_images would offer a batch chip whose every image fails at the provider.
+            overridden = (model.capabilities or {}).get("max_images") == model.max_images
+            source = 'The "max_images" capability' if overridden else 'The num_images "maximum"'
+            errors["capabilities" if overridden else "input_schema"] = (
+                f"{source} is {model.max_images}, but {model.get_provider_display()} makes at most "
+                f"{limit} image{'s' if limit != 1 else ''} a request."
+            )
+        return errors
 
     # --- the lifecycle ------------------------------------------------------------------
     def submit(self, request: GenerationRequest) -> ProviderResult:

@@ -45,6 +45,7 @@ class Gemini(HttpApi, Provider):
     asynchronous = False
     api_label = "Google Gemini"
     secret_setting = "GEMINI_API_KEY"  # noqa: S105 - the name of the setting, not a secret
+    max_images_limit = 1  # generateContent answers one image: a batch is one request per image
 
     def api_headers(self) -> dict[str, str]:
         # A header, never ?key=: URLs end up in proxy and error logs.

@@ -169,7 +169,7 @@ def encode_png(image: Image.Image) -> bytes:
 class OfflineEngine(Provider):
     name = "offline"
     asynchronous = True
-    max_images: ClassVar[int] = MAX_IMAGES
+    max_images_limit: ClassVar[int] = MAX_IMAGES
 
     def _simulation(self, request: GenerationRequest) -> tuple[float, float, list[int]]:
         simulate = request.params.get("simulate") or {}

@@ -120,3 +120,70 @@ def test_non_staff_cannot_reach_the_registry(alice_client):
     response = alice_client.get(reverse("admin:models_registry_apimodel_changelist"))
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def change_form(model: ApiModel, **overrides) -> dict:
+    """The change form as admin shows it for `model`, with `overrides` typed in."""
+    shown = {
+        "key": model.key,
+        "display_name": model.display_name,
+        "provider": model.provider,
+        "tasks": json.dumps(model.tasks),
+        "input_schema": json.dumps(model.input_schema),
+        "capabilities": json.dumps(model.capabilities),
+    }
+    return form_data(**{**shown, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("provider", "input_schema", "capabilities", "field", "message"),
+    [
+        # The offline engine renders 4 images a request, whatever the row says.
+        ("offline", {"properties": {"num_images": {"maximum": 4}}}, {"max_images": 99}, "capabilities", "at most 4"),
+        ("offline", {"properties": {"num_images": {"maximum": 8}}}, {}, "input_schema", "at most 4"),
+        # Gemini answers one image per request.
+        ("gemini", {"properties": {"prompt": {}}}, {"max_images": 2}, "capabilities", "at most 1 image a"),
+        # fal and Replicate: the model's own schema is the provider's limit.
+        ("fal", {"properties": {"num_images": {"maximum": 4}}}, {"max_images": 6}, "capabilities", "at most 4"),
+        ("replicate", {"properties": {"num_outputs": {"maximum": 4}}}, {"max_images": 5}, "capabilities", "at most 4"),
+    ],
+)
+def test_a_max_images_above_the_providers_limit_is_a_form_error_and_changes_nothing(
+    staff_client, provider, input_schema, capabilities, field, message
+):
+    model = ApiModel.objects.create(
+        key=f"{provider}/kept", display_name="Kept", provider=provider, tasks=["t2i"], input_schema=input_schema
+    )
+    url = reverse("admin:models_registry_apimodel_change", args=[model.pk])
+
+    response = staff_client.post(
+        url, change_form(model, input_schema=json.dumps(input_schema), capabilities=json.dumps(capabilities))
+    )
+
+    assert response.status_code == 200
+    assert any(message in error for error in field_errors(response, field)), field_errors(response, field)
+    model.refresh_from_db()
+    assert model.capabilities == {}
+
+
+@pytest.mark.parametrize(
+    ("provider", "input_schema", "capabilities"),
+    [
+        ("offline", {"properties": {"num_images": {"maximum": 4}}}, {"max_images": 4}),
+        ("offline", {"properties": {"num_images": {"maximum": 4}}}, {"max_images": 1}),  # fan out instead
+        ("gemini", {"properties": {"prompt": {}}}, {"max_images": 1}),
+        ("fal", {"properties": {"num_images": {"maximum": 4}}}, {"max_images": 2}),
+        ("replicate", {"properties": {"num_outputs": {"maximum": 4}}}, {"max_images": 4}),
+    ],
+)
+def test_a_max_images_within_the_providers_limit_is_saved(staff_client, provider, input_schema, capabilities):
+    model = ApiModel.objects.create(
+        key=f"{provider}/kept", display_name="Kept", provider=provider, tasks=["t2i"], input_schema=input_schema
+    )
+    url = reverse("admin:models_registry_apimodel_change", args=[model.pk])
+
+    response = staff_client.post(url, change_form(model, capabilities=json.dumps(capabilities)))
+
+    assert response.status_code == 302, field_errors(response, "capabilities")
+    model.refresh_from_db()
+    assert model.max_images == capabilities["max_images"]
