@@ -124,6 +124,9 @@ class ImageSlot(models.Model):
     )
     error = models.CharField(max_length=300, blank=True)
     details = models.TextField(blank=True)
+    # The failure would repeat on a retry (a safety block, input the model refuses): the card
+    # does not offer "Retry failed" for it.
+    failed_permanently = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 

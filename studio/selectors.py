@@ -68,6 +68,8 @@ class Cell:
     status: str
     asset: WorkspaceAsset | None = None
     error: str = ""
+    # The failure would repeat on a retry (see ImageSlot.failed_permanently).
+    permanent: bool = False
 
     @property
     def number(self) -> int:
@@ -104,7 +106,9 @@ class JobCard:
 
     @property
     def can_retry(self) -> bool:
-        return self.job.status in (JobStatus.PARTIAL, JobStatus.FAILED) and bool(self.errors)
+        """Offer "Retry failed" only where a retry can change something: not all failures permanent."""
+        retryable = any(not cell.permanent for cell in self.errors)
+        return self.job.status in (JobStatus.PARTIAL, JobStatus.FAILED) and retryable
 
     @property
     def images(self) -> list[WorkspaceAsset]:
@@ -130,7 +134,15 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
     for index in range(job.images_requested):
         slot = slots.get(index)
         status = slot.status if slot is not None else SlotStatus.PENDING
-        cells.append(Cell(index=index, status=status, asset=assets.get(index), error=slot.error if slot else ""))
+        cells.append(
+            Cell(
+                index=index,
+                status=status,
+                asset=assets.get(index),
+                error=slot.error if slot else "",
+                permanent=slot.failed_permanently if slot else False,
+            )
+        )
     succeeded = sum(1 for c in cells if c.status == SlotStatus.SUCCEEDED)
     errors = [c for c in cells if c.status == SlotStatus.FAILED]
     done = sum(1 for c in cells if c.status in (SlotStatus.SUCCEEDED, SlotStatus.FAILED, SlotStatus.CANCELED))

@@ -38,12 +38,13 @@ def slot_succeed(slot_id: int, job_id: uuid.UUID) -> bool:
     return bool(won)
 
 
-def slot_fail(slot_id: int, job_id: uuid.UUID, error: str, details: str = "") -> bool:
+def slot_fail(slot_id: int, job_id: uuid.UUID, error: str, details: str = "", *, permanent: bool = False) -> bool:
+    """Mark a slot failed once; `permanent`: a retry would fail the same way (no "Retry failed")."""
     with transaction.atomic():
         won = (
             ImageSlot.objects.filter(pk=slot_id)
             .exclude(status__in=FINAL_SLOT_STATUSES)
-            .update(status=SlotStatus.FAILED, error=error[:300], details=details[:5000])
+            .update(status=SlotStatus.FAILED, error=error[:300], details=details[:5000], failed_permanently=permanent)
         )
         if won:
             GenerationJob.objects.filter(pk=job_id).update(

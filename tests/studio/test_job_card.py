@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from generation.models import JobStatus
+from generation.services.finish import job_finish_if_done, slot_fail
 from tests.studio.helpers import htmx, make_job
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +60,23 @@ def test_a_failed_job_is_red_with_the_reason(alice_client, alice, model):
     assert "All 2 images failed." in html
     assert "Invalid API key." in html
     assert "Retry failed" in html
+
+
+def test_a_job_whose_failures_are_all_permanent_does_not_offer_retry(alice_client, alice, model):
+    job = make_job(alice, model, status=JobStatus.RUNNING, images=3, pending=(1, 2))
+    blocked, transient = job.slots.get(index=1), job.slots.get(index=2)
+    slot_fail(blocked.pk, job.pk, "Safety filter blocked it.", permanent=True)
+    slot_fail(transient.pk, job.pk, "The provider kept failing: 503.")
+    job_finish_if_done(job.pk)
+
+    # One failure may go away on a retry: offered.
+    assert "Retry failed" in card(alice_client, job).content.decode()
+
+    # Every failure would repeat (the prompt is refused): not offered, and the reason is still shown.
+    job.slots.filter(pk=transient.pk).update(status="succeeded")
+    html = card(alice_client, job).content.decode()
+    assert "Safety filter blocked it." in html
+    assert "Retry failed" not in html
 
 
 def test_a_job_failed_as_a_whole_shows_its_own_reason(alice_client, alice, model):
