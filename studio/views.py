@@ -49,10 +49,12 @@ from studio.services import (
     MODE_COPY,
     StudioState,
     asset_delete,
+    asset_file_name,
     character_create,
     character_delete,
     character_lock_portrait,
     character_rename,
+    job_file_stem,
     job_zip_stream,
     upload_create,
 )
@@ -381,11 +383,11 @@ def job_cancel_view(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse
 def job_download(request: HtmxHttpRequest, job_id: uuid.UUID) -> StreamingHttpResponse:
     """All images of a job as one ZIP, streamed while it is written."""
     job = _get_job_for_user(request, job_id)
-    assets = list(job.assets.all())
+    assets = list(job.assets.select_related("job__character"))  # asset_file_name() reads both
     if not assets:
         raise Http404("This job has no images to download.")
     response = StreamingHttpResponse(job_zip_stream(assets), content_type="application/zip")
-    response["Content-Disposition"] = f'attachment; filename="job-{job.pk.hex[:8]}.zip"'
+    response["Content-Disposition"] = f'attachment; filename="{job_file_stem(job)}.zip"'
     response["Cache-Control"] = "private, no-store"
     return response
 
@@ -396,9 +398,8 @@ def job_download(request: HtmxHttpRequest, job_id: uuid.UUID) -> StreamingHttpRe
 @require_GET
 def asset_file(request: HtmxHttpRequest, asset_id: uuid.UUID) -> HttpResponse:
     asset = _get_asset_for_user(request, asset_id)
-    name = None
-    if request.GET.get("download"):
-        name = f"{asset.job_id or 'upload'}-{asset.batch_index}.{asset.file.name.rsplit('.', 1)[-1]}"
+    # Downloaded alone it has the name it has in its job's ZIP.
+    name = asset_file_name(asset) if request.GET.get("download") else None
     return file_response(asset.file, content_type=asset.content_type, download_name=name)
 
 

@@ -23,7 +23,7 @@ def test_the_owner_opens_and_downloads_an_image(alice_client, alice, model):
     assert opened.status_code == 200 and opened["Content-Type"] == "image/png"
     assert "attachment" not in opened.get("Content-Disposition", "")
     downloaded = alice_client.get(url, {"download": "1"})
-    assert downloaded["Content-Disposition"] == f'attachment; filename="{job.pk}-0.png"'
+    assert downloaded["Content-Disposition"] == f'attachment; filename="silver-hair-portrait-{job.pk.hex[:8]}-01.png"'
     assert alice_client.get(reverse("studio:asset-thumbnail", args=[asset.pk])).status_code == 200
 
 
