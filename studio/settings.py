@@ -175,6 +175,8 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://"
 # than it run again and again; every delay in the pipeline stays well below it.
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
 if CELERY_BROKER_URL.startswith("filesystem"):
+    # kombu's own filesystem transport can hand a reader a half-written message (studio/broker.py).
+    CELERY_BROKER_TRANSPORT = "studio.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
