@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import models
+from django.db.models.functions import Lower
 
 if TYPE_CHECKING:
     from generation.imaging import ProcessedImage
@@ -35,6 +36,15 @@ class Character(models.Model):
     class Meta:
         ordering = ["name", "created_at"]
         indexes = [models.Index(fields=["owner", "name"])]
+        constraints = [
+            # "Mira" and "mira" in one sidebar cannot be told apart; another user's Mira is theirs.
+            models.UniqueConstraint(
+                Lower("name"),
+                "owner",
+                name="character_unique_owner_name_ci",
+                violation_error_message="You already have a character with this name.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

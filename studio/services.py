@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from generation.imaging import process_image
@@ -30,17 +31,33 @@ REFERENCE_SLOTS = 2
 # --- Characters -----------------------------------------------------------------------------
 
 
+def _character_save(character: Character, **kwargs: Any) -> None:
+    """Save a validated character; a same-name one created meanwhile is the same ValidationError.
+
+    full_clean() checks the per-owner unique name, but two posts at once can both pass it.
+    """
+    try:
+        with transaction.atomic():
+            character.save(**kwargs)
+    except IntegrityError as exc:
+        constraint = next((c for c in Character._meta.constraints if c.name in str(exc)), None)
+        if constraint is None:
+            raise
+        raise ValidationError(constraint.get_violation_error_message(), code="unique") from exc
+
+
 def character_create(*, owner, name: str) -> Character:  # noqa: ANN001
+    """Raises ValidationError for a bad name, or one the owner already uses (whatever its case)."""
     character = Character(owner=owner, name=name.strip())
     character.full_clean()
-    character.save()
+    _character_save(character)
     return character
 
 
 def character_rename(*, character: Character, name: str) -> Character:
     character.name = name.strip()
     character.full_clean()
-    character.save(update_fields=["name", "updated_at"])
+    _character_save(character, update_fields=["name", "updated_at"])
     return character
 
 

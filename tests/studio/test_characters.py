@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from generation.models import GenerationJob
 from studio.models import Character
+from studio.services import character_create
 from tests.studio.helpers import htmx, make_character, make_job
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +32,48 @@ def test_a_bad_name_is_shown_next_to_the_field(alice_client, name, message):
     assert response.status_code == 400
     assert message in response.content.decode()
     assert not Character.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["Mira", "mira", "  MIRA "])
+def test_a_name_the_user_already_has_is_refused_whatever_its_case(alice_client, alice, name):
+    make_character(alice, "Mira")
+
+    response = alice_client.post(reverse("studio:character-create"), {"name": name})
+
+    assert response.status_code == 400
+    assert "You already have a character with this name." in response.content.decode()
+    assert Character.objects.filter(owner=alice).count() == 1
+
+
+def test_another_user_may_have_the_same_name(alice_client, alice, bob):
+    make_character(bob, "Mira")
+    assert alice_client.post(reverse("studio:character-create"), {"name": "mira"}).status_code == 302
+    assert Character.objects.filter(name__iexact="mira").count() == 2
+
+
+def test_rename_to_a_name_the_user_already_has_keeps_the_name_and_says_why(alice_client, alice):
+    make_character(alice, "Mira")
+    zed = make_character(alice, "Zed")
+
+    html = alice_client.post(
+        reverse("studio:character-rename", args=[zed.pk]), {"name": "MIRA"}, **htmx()
+    ).content.decode()
+
+    assert "You already have a character with this name." in html
+    assert Character.objects.get(pk=zed.pk).name == "Zed"
+    # Only the case of its own name changes: that is no duplicate.
+    alice_client.post(reverse("studio:character-rename", args=[zed.pk]), {"name": "ZED"}, **htmx())
+    assert Character.objects.get(pk=zed.pk).name == "ZED"
+
+
+def test_two_posts_at_once_with_one_name_make_one_character(alice, monkeypatch):
+    make_character(alice, "Mira")
+    # Both posts passed the check before either saved: the database constraint decides.
+    monkeypatch.setattr(Character, "validate_constraints", lambda self, exclude=None: None)
+
+    with pytest.raises(ValidationError, match="You already have a character with this name."):
+        character_create(owner=alice, name="mira")
+    assert Character.objects.filter(owner=alice).count() == 1
 
 
 def test_rename_rerenders_the_sidebar(alice_client, alice):
