@@ -159,6 +159,9 @@ def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationReq
     indexes = [s.index for s in slots]
     params = {k: v for k, v in (job.params or {}).items() if k not in {"seed", "denoise", "reference_strength"}}
     params["attempt"] = max((s.attempts for s in slots), default=1)
+    # This request's own submit count (1 on the first): adapters whose every answer is billed limit
+    # how often a garbled answer is asked for again (gemini.MALFORMED_RESUBMITS).
+    params["submit_attempt"] = max(1, request.attempts)
     base_seed = (job.params or {}).get("seed")
     return GenerationRequest(
         prompt=job.final_prompt or job.prompt,
