@@ -27,6 +27,9 @@ from studio.models import AssetKind, Character, WorkspaceAsset
 
 GALLERY_PAGE_SIZE = 50
 STANDARD_CHIPS = (1, 2, 4)
+# What one job costs the user, whatever its image count (generation.services.credits.credits_charge).
+CREDITS_PER_JOB = 1
+NO_PROVIDER_COST = "no provider cost"
 
 # --- Characters and assets ------------------------------------------------------------------
 
@@ -244,7 +247,10 @@ class ModelOption:
 
     @property
     def price(self) -> str:
-        return money(self.model.price_per_image)
+        """What the provider charges: "$0.04/image", or that it charges nothing (the job still takes a credit)."""
+        if not self.model.price_per_image:
+            return NO_PROVIDER_COST
+        return f"{money(self.model.price_per_image)}/image"
 
 
 @dataclass
@@ -291,9 +297,7 @@ def group_by_provider(options: list[ModelOption]) -> list[ModelGroup]:
 
 
 def money(amount: Decimal) -> str:
-    """$0.04, $0.004, $0.134: at least two decimals, no trailing zeros beyond them; "free" for zero."""
-    if not amount:
-        return "free"
+    """$0.04, $0.004, $0.134, $0.00: at least two decimals, no trailing zeros beyond them."""
     text = f"{amount.normalize():f}"
     whole, _, fraction = text.partition(".")
     fraction = fraction.rstrip("0").ljust(2, "0")
@@ -311,14 +315,29 @@ def batch_plan(model: ApiModel, count: int) -> str:
 
 @dataclass(frozen=True)
 class BatchChip:
+    """One x1/x2/x4 choice: how it runs, what the provider charges for it, and the credit it takes.
+
+    Both prices are shown: a model with no provider cost is not free to the user, since every
+    job takes a credit.
+    """
+
     count: int
     plan: str
-    cost: str
+    provider_cost: Decimal
     selected: bool
+    credits: int = CREDITS_PER_JOB
 
     @property
     def label(self) -> str:
         return f"x{self.count}"
+
+    @property
+    def cost(self) -> str:
+        return f"≈ {money(self.provider_cost)}" if self.provider_cost else NO_PROVIDER_COST
+
+    @property
+    def credits_label(self) -> str:
+        return _plural(self.credits, "credit")
 
 
 def chip_counts(model: ApiModel) -> list[int]:
@@ -337,6 +356,6 @@ def batch_chips(model: ApiModel | None, selected: int) -> list[BatchChip]:
     if selected not in counts:
         selected = counts[0]
     return [
-        BatchChip(count=c, plan=batch_plan(model, c), cost=money(model.price_per_image * c), selected=c == selected)
+        BatchChip(count=c, plan=batch_plan(model, c), provider_cost=model.price_per_image * c, selected=c == selected)
         for c in counts
     ]

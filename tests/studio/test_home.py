@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -48,6 +49,30 @@ def test_x1_is_the_default_chip_and_each_chip_says_how_it_runs(alice_client, mod
     assert 'id="images-1" value="1" checked' in html
     assert "1 request, 4 images" in html
     assert "≈ $0.04" in html
+
+
+def chip_labels(html: str) -> list[str]:
+    labels = re.findall(r'<label for="images-\d+" class="chip".*?</label>', html, flags=re.S)
+    return [" ".join(re.sub(r"<[^>]+>", " ", label).split()) for label in labels]
+
+
+def test_each_chip_shows_the_provider_price_and_the_credit_the_job_takes(alice_client, model):
+    assert chip_labels(alice_client.get(HOME).content.decode()) == [
+        "x1 1 request, 1 image ≈ $0.01 1 credit",
+        "x2 1 request, 2 images ≈ $0.02 1 credit",
+        "x4 1 request, 4 images ≈ $0.04 1 credit",
+    ]
+
+
+def test_a_model_with_no_provider_cost_is_not_called_free(alice_client, db):
+    offline_model(price_per_image=Decimal("0"))
+    html = alice_client.get(HOME).content.decode()
+
+    assert "Offline · no provider cost · offline preview</option>" in html
+    labels = chip_labels(html)
+    assert len(labels) == 3
+    assert all(label.endswith("no provider cost 1 credit") for label in labels), labels
+    assert "free" not in " ".join(labels)
 
 
 def test_a_model_without_its_key_is_disabled_with_the_hint(alice_client, model, settings):

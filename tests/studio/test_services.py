@@ -83,4 +83,4 @@ def test_money():
     assert money(Decimal("0.004")) == "$0.004"
     assert money(Decimal("0.1340")) == "$0.134"
     assert money(Decimal("2.5")) == "$2.50"
-    assert money(Decimal("0")) == "free"
+    assert money(Decimal("0")) == "$0.00"
