@@ -22,6 +22,11 @@ KNOWN_CAPABILITIES: dict[str, tuple[type, str]] = {
     "version": (str, "pinned provider version id (Replicate)"),
     "offline_preview": (bool, "label the model as an offline preview in the studio"),
     "max_reference_images": (int, "how many reference images one request accepts"),
+    # Its keys are checked by the ComfyUI adapter's validate_model (generation/providers/comfyui.py).
+    "comfyui": (
+        dict,
+        "ComfyUI graph settings: checkpoint, steps, cfg, sampler, scheduler, width, height, size_multiple",
+    ),
 }
 
 IMAGE_FIELDS = ("image_urls", "image_url", "image")
@@ -77,7 +82,8 @@ def validate_capabilities(capabilities: Any) -> None:
         else:
             ok = isinstance(value, expected) and bool(value)
         if not ok:
-            kind = {bool: "true or false", int: "a positive integer", str: "a non-empty string"}[expected]
+            kinds = {bool: "true or false", int: "a positive integer", str: "a non-empty string", dict: "a JSON object"}
+            kind = kinds[expected]
             errors.append(
                 ValidationError(
                     'Capability "%(key)s" must be %(kind)s.',

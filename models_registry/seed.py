@@ -120,6 +120,33 @@ MODELS: list[dict[str, Any]] = [
         "priority": 34,
     },
     {
+        # A staff-run ComfyUI server (0.3.x) with the SDXL base checkpoint. Seeded active like
+        # every row: until COMFYUI_BASE_URL is set, the adapter reports itself unconfigured, so
+        # the studio shows it disabled and routing skips it.
+        "key": "comfyui/sdxl-base-1.0",
+        "display_name": "SDXL base (ComfyUI)",
+        "provider": "comfyui",
+        "tasks": ["t2i", "i2i"],
+        "input_schema": {"type": "object", "properties": {"prompt": {"type": "string"}}},
+        "capabilities": {
+            "max_images": 4,
+            "negative_prompt": True,
+            "seed": True,
+            "comfyui": {
+                "checkpoint": "sd_xl_base_1.0.safetensors",
+                "steps": 30,
+                "cfg": 7.0,
+                "sampler": "dpmpp_2m",
+                "scheduler": "karras",
+                "width": 1024,
+                "height": 1024,
+                "size_multiple": 8,
+            },
+        },
+        "price_per_image": Decimal("0"),
+        "priority": 20,
+    },
+    {
         "key": "offline/portrait-engine",
         "display_name": "Offline preview engine",
         "provider": "offline",

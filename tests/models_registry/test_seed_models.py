@@ -62,3 +62,33 @@ def test_reset_restores_the_seed_values():
     seed("--reset")
     model = ApiModel.objects.get(key="fal-ai/flux-2/flash")
     assert (model.display_name, model.is_active) == ("Flux-2 Flash", True)
+
+
+def test_it_seeds_a_comfyui_model_that_waits_for_its_server(settings):
+    from generation.providers.comfyui import ComfyUI
+    from generation.services import routing
+
+    seed()
+    model = ApiModel.objects.get(provider="comfyui")
+    model.full_clean()
+    assert ComfyUI.validate_model(model) == {}
+    assert model.capabilities["comfyui"]["checkpoint"] == "sd_xl_base_1.0.safetensors"
+    assert model.supports("i2i") and model.max_images == 4
+    # Seeded like every row; the studio and routing leave it alone until the server is named.
+    settings.COMFYUI_BASE_URL = ""
+    assert not routing.provider_configured("comfyui")
+    settings.COMFYUI_BASE_URL = "http://127.0.0.1:8188"
+    assert routing.provider_configured("comfyui")
+
+
+def test_a_rerun_keeps_staff_edits_to_the_comfyui_settings():
+    seed()
+    model = ApiModel.objects.get(provider="comfyui")
+    model.capabilities = {**model.capabilities, "comfyui": {"checkpoint": "juggernaut_xl.safetensors", "steps": 40}}
+    model.save()
+
+    seed()
+
+    model.refresh_from_db()
+    assert model.capabilities["comfyui"] == {"checkpoint": "juggernaut_xl.safetensors", "steps": 40}
+    assert ApiModel.objects.filter(provider="comfyui").count() == 1
