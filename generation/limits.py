@@ -1,13 +1,17 @@
 """Per-provider concurrency and rate limits, shared by every worker through the Django cache.
 
 Concurrency is a set of lease keys `limit:<provider>:<n>`: a call holds one for its duration and
-`cache.add` (atomic on Redis) decides who gets it. Leases expire on their own, so a worker killed
-mid-call cannot leak capacity for longer than LEASE_SECONDS. A 429 from a provider sets a
-cool-down that holds every worker back until the provider's Retry-After has passed.
+`cache.add` (atomic on Redis) decides who gets it. A lease lives LEASE_SECONDS and the process
+that holds it renews it while the call runs, so a worker killed mid-call frees its capacity within
+LEASE_SECONDS instead of blocking the provider for minutes. A lease's value names its holder (our
+request id), so the sweeper can tell a submit still in flight from one whose worker died.
+A 429 from a provider sets a cool-down that holds every worker back until its Retry-After passed.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,11 +20,18 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.core.cache import cache
 
-LEASE_SECONDS = 120
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 15
+RENEW_EVERY_SECONDS = LEASE_SECONDS / 3
 
 
 def concurrency_for(provider: str) -> int:
     return int(settings.PROVIDER_CONCURRENCY.get(provider, settings.PROVIDER_CONCURRENCY.get("default", 4)))
+
+
+def _lease_keys(provider: str) -> list[str]:
+    return [f"limit:{provider}:{n}" for n in range(concurrency_for(provider))]
 
 
 def cooldown_remaining(provider: str) -> float:
@@ -48,24 +59,78 @@ def _rate_ok(provider: str) -> bool:
         return True
 
 
+class _Renewer:
+    """One daemon thread per process that keeps this process's leases alive while their calls run."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, key: str, token: str) -> None:
+        with self._lock:
+            self._held[key] = token
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+                self._thread.start()
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._held.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(RENEW_EVERY_SECONDS)
+            with self._lock:
+                held = dict(self._held)
+            for key, token in held.items():
+                try:
+                    if cache.get(key) == token:
+                        cache.touch(key, LEASE_SECONDS)
+                except Exception:  # a broker/cache blip: the lease may lapse, the next round retries
+                    logger.warning("could not renew provider lease %s", key, exc_info=True)
+
+
+_renewer = _Renewer()
+
+
 @contextmanager
-def provider_slot(provider: str) -> Iterator[bool]:
-    """Yield True with a concurrency lease held, or False when the provider is at its limit."""
+def provider_slot(provider: str, holder: str = "") -> Iterator[bool]:
+    """Yield True with a concurrency lease held, or False when the provider is at its limit.
+
+    `holder` (a ProviderRequest id) is recorded in the lease for submit_in_flight().
+    """
     if cooldown_remaining(provider) > 0 or not _rate_ok(provider):
         yield False
         return
-    token = uuid.uuid4().hex
+    token = f"{holder}:{uuid.uuid4().hex}"
     held = None
-    for n in range(concurrency_for(provider)):
-        key = f"limit:{provider}:{n}"
+    for key in _lease_keys(provider):
         if cache.add(key, token, timeout=LEASE_SECONDS):
             held = key
             break
     if held is None:
         yield False
         return
+    _renewer.add(held, token)
     try:
         yield True
     finally:
-        if cache.get(held) == token:
-            cache.delete(held)
+        _renewer.discard(held)
+        _release(held, token)
+
+
+def _release(key: str, token: str) -> None:
+    # Runs after the provider answered: a cache error here must not lose that answer. An
+    # unreleased lease lapses by itself within LEASE_SECONDS.
+    try:
+        if cache.get(key) == token:
+            cache.delete(key)
+    except Exception:
+        logger.warning("could not release provider lease %s; it lapses in %s s", key, LEASE_SECONDS, exc_info=True)
+
+
+def submit_in_flight(provider: str, holder: str) -> bool:
+    """Whether a live worker is calling `provider` for `holder` right now (it holds a lease)."""
+    prefix = f"{holder}:"
+    return any(str(value).startswith(prefix) for value in cache.get_many(_lease_keys(provider)).values())

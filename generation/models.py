@@ -162,13 +162,20 @@ class ProviderRequest(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     polls = models.PositiveIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True)
+    # When the submit was last sent: a submit with no external_id and no live worker behind it
+    # (limits.submit_in_flight) lost its answer, and the sweeper recovers it by this age.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # When the next step (submit or poll) is due. The sweeper re-drives a step this far overdue:
+    # its message was lost or its worker died. Also holds a provider's long Retry-After, which
+    # no countdown may (it must stay below the broker's visibility timeout).
+    due_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["created_at"]
         indexes = [
-            models.Index(fields=["status", "updated_at"], name="request_status_updated"),
+            models.Index(fields=["status", "due_at"], name="request_status_due"),
             models.Index(fields=["provider", "external_id"], name="request_provider_external"),
         ]
 

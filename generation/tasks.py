@@ -34,7 +34,12 @@ def request_poll_task(request_id: str) -> None:
 def request_webhook_task(request_id: str) -> None:
     # A webhook said the request ended: look now. The regular poll chain is still scheduled, so
     # a PENDING answer schedules nothing here (that would start a second chain).
-    runs.request_poll(request_id)
+    runs.request_poll(request_id, now_anyway=True)
+
+
+@shared_task(**_TASK)
+def request_recover_task(request_id: str) -> None:
+    _follow(request_id, runs.request_recover(request_id))
 
 
 @shared_task(**_TASK)
@@ -51,6 +56,8 @@ def jobs_sweep_task() -> None:
         request_submit_task.delay(request_id)
     for request_id in plan.poll:
         request_poll_task.delay(request_id)
+    for request_id in plan.recover:
+        request_recover_task.delay(request_id)
 
 
 def _follow(request_id: str, step: runs.Next) -> None:

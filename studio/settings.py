@@ -248,8 +248,11 @@ PIPELINE_MAX_COUNTDOWN = min(30, CELERY_VISIBILITY_TIMEOUT // 4)
 PIPELINE_MAX_ATTEMPTS = env_int("PIPELINE_MAX_ATTEMPTS", 4)
 PIPELINE_RETRY_BASE_SECONDS = env_float("PIPELINE_RETRY_BASE_SECONDS", 1.0)
 JOB_DEADLINE_SECONDS = env_int("JOB_DEADLINE_SECONDS", 15 * 60)
-SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30)
-SWEEP_STALE_SECONDS = env_int("SWEEP_STALE_SECONDS", 60)
+# A restart or a killed worker costs seconds: the sweeper finds lost work within about
+# SWEEP_INTERVAL_SECONDS + SWEEP_GRACE_SECONDS (a step overdue by the grace is re-driven).
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 15)
+SWEEP_GRACE_SECONDS = env_int("SWEEP_GRACE_SECONDS", 10)
+SWEEP_STALE_SECONDS = env_int("SWEEP_STALE_SECONDS", 30)
 
 # The offline engine: latency and failure rate so progress, partial failure and retry can be
 # seen with no network.

@@ -207,5 +207,13 @@ class Provider:
     def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         raise ProviderError(f"{self.name} does not poll", permanent=True)
 
+    def recover(self, request: GenerationRequest) -> ProviderResult | None:
+        """Find a submitted request whose answer (and so its id) was lost, without sending it again.
+
+        A queue API may have accepted it and started billing; returns the request's state as
+        `poll` would, or None when the adapter cannot find it (the pipeline then fails it clearly).
+        """
+        return None
+
     def cancel(self, external_id: str, handles: dict[str, Any]) -> None:
         """Ask the provider to stop; providers without a cancel API do nothing."""

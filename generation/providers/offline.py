@@ -199,6 +199,11 @@ class OfflineEngine(Provider):
             )
         return self._render(request)
 
+    def recover(self, request: GenerationRequest) -> ProviderResult | None:
+        # The engine keeps no state: a request's id is our own request id, and rendering it is
+        # deterministic, so a lost submit is found again by simply looking at it now.
+        return self.poll(request, request.request_id, {"ready_at": 0})
+
     def _render(self, request: GenerationRequest) -> ProviderResult:
         _, rate, fail_indexes = self._simulation(request)
         attempt = int(request.params.get("attempt", 1))

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -58,9 +61,52 @@ class Next:
 
 DONE = Next()
 
+# A step found due less than this far in the future runs now: countdowns are not exact.
+DUE_TOLERANCE_SECONDS = 1.0
+# The write that records a provider's id is retried across a dropped database connection for
+# about this long: losing it would leave a billed generation nobody fetches.
+SAVE_RETRY_SECONDS = 5.0
+
+LOST_SUBMIT_ERROR = (
+    "The connection to the provider broke while the request was sent; it was not repeated, to avoid "
+    "paying twice. Use Retry failed to try again."
+)
+
 
 def _countdown(seconds: float) -> float:
     return round(max(0.0, min(float(seconds), settings.PIPELINE_MAX_COUNTDOWN)), 3)
+
+
+def _schedule(request_id: uuid.UUID, step: Next, *, due_in: float | None = None) -> Next:
+    """Record when `step` is due (the sweeper re-drives it when it is overdue) and return it with
+    a countdown the broker can carry. `due_in` may be longer than any countdown (a provider's
+    Retry-After of minutes): the step then runs early, finds itself not yet due and waits again."""
+    wait = step.countdown if due_in is None else max(0.0, float(due_in))
+    ProviderRequest.objects.filter(pk=request_id).update(
+        due_at=timezone.now() + timedelta(seconds=wait), updated_at=timezone.now()
+    )
+    return Next(step.action, _countdown(wait))
+
+
+def _not_yet_due(request: ProviderRequest) -> float:
+    """Seconds until the request's next step is due, 0 when it is due now."""
+    if request.due_at is None:
+        return 0.0
+    remaining = (request.due_at - timezone.now()).total_seconds()
+    return remaining if remaining > DUE_TOLERANCE_SECONDS else 0.0
+
+
+def _write_through_reconnects(write: Callable[[], int]) -> int:
+    """Run one UPDATE that must not be lost, reconnecting while the database drops connections."""
+    deadline = time.monotonic() + SAVE_RETRY_SECONDS
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            connection.close()
+            time.sleep(0.25)
 
 
 def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
@@ -109,7 +155,7 @@ def _plan_requests(*, job: GenerationJob, model: ApiModel, slots: list[ImageSlot
     for start in range(0, len(slots), chunk):
         group = slots[start : start + chunk]
         request = ProviderRequest.objects.create(
-            job=job, model=model, provider=model.provider, slot_indexes=[s.index for s in group]
+            job=job, model=model, provider=model.provider, slot_indexes=[s.index for s in group], due_at=timezone.now()
         )
         ImageSlot.objects.filter(pk__in=[s.pk for s in group]).update(
             request=request, status=SlotStatus.RUNNING, attempts=F("attempts") + 1
@@ -196,12 +242,15 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
     if _route_away(request):
         return DONE
 
-    with limits.provider_slot(request.provider) as got_slot:
+    # The lease names this request while the call runs: the sweeper tells a submit in flight from
+    # one whose worker died by it (limits.submit_in_flight).
+    with limits.provider_slot(request.provider, holder=str(request.pk)) as got_slot:
         if not got_slot:
             wait = max(LIMIT_WAIT_SECONDS, limits.cooldown_remaining(request.provider))
-            return Next("submit", _countdown(wait + random.uniform(0, LIMIT_WAIT_SECONDS)))
+            return _schedule(request.pk, Next("submit", wait + random.uniform(0, LIMIT_WAIT_SECONDS)))
+        now = timezone.now()
         claimed = ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-            status=RequestStatus.SUBMITTED, attempts=F("attempts") + 1, updated_at=timezone.now()
+            status=RequestStatus.SUBMITTED, attempts=F("attempts") + 1, sent_at=now, due_at=None, updated_at=now
         )
         if not claimed:
             return DONE
@@ -211,17 +260,35 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
             result = provider.submit(build_request(request, job))
         except ProviderError as exc:
             return _request_error(request, exc)
+        if result.external_id:
+            # Before the lease goes: from here on a crash costs a poll, not a lost generation.
+            _save_provider_id(request, result)
     return _request_progress(request, result)
 
 
-def request_poll(request_id: uuid.UUID | str) -> Next:
+def _save_provider_id(request: ProviderRequest, result: ProviderResult) -> None:
+    _write_through_reconnects(
+        lambda: ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.SUBMITTED).update(
+            external_id=result.external_id, handles=result.handles or request.handles, updated_at=timezone.now()
+        )
+    )
+    request.external_id = result.external_id
+    request.handles = result.handles or request.handles
+
+
+def request_poll(request_id: uuid.UUID | str, *, now_anyway: bool = False) -> Next:
+    """Ask the provider how the request is doing. `now_anyway` (a webhook said it ended) looks
+    even while a provider's Retry-After is still running."""
     request = ProviderRequest.objects.select_related("job", "model").filter(pk=request_id).first()
-    if request is None or request.status != RequestStatus.SUBMITTED:
+    if request is None or request.status != RequestStatus.SUBMITTED or not request.external_id:
         return DONE
     job = request.job
     if job.status not in ACTIVE_JOB_STATUSES:
         _request_close(request, RequestStatus.CANCELED)
         return DONE
+    wait = 0.0 if now_anyway else _not_yet_due(request)
+    if wait:
+        return Next("poll", _countdown(wait))  # a long Retry-After: not yet
     ProviderRequest.objects.filter(pk=request.pk).update(polls=F("polls") + 1, updated_at=timezone.now())
     provider = get_provider(request.model)
     try:
@@ -229,9 +296,46 @@ def request_poll(request_id: uuid.UUID | str) -> Next:
     except ProviderError as exc:
         if exc.permanent:
             return _request_error(request, exc)
-        # A failed status check says nothing about the generation itself: just look again later.
-        return Next("poll", backoff_seconds(min(request.polls + 1, 5), exc.retry_after))
+        if exc.retry_after and exc.status_code == 429:
+            limits.cooldown(request.provider, exc.retry_after)
+        # A failed status check says nothing about the generation itself: just look again later,
+        # no sooner than the provider asked (a Retry-After of minutes is kept, not cut).
+        delay = max(backoff_seconds(min(request.polls + 1, 5)), exc.retry_after or 0.0)
+        return _schedule(request.pk, Next("poll"), due_in=delay)
     return _request_progress(request, result)
+
+
+def request_recover(request_id: uuid.UUID | str) -> Next:
+    """A submit whose worker died, or whose answer was lost, before the provider's id was saved.
+
+    A synchronous provider is simply asked again (the attempt counter bounds it). A queue API may
+    have accepted the lost submit, and a second one could run and bill a second generation: the
+    adapter may find the first again (Provider.recover); otherwise the images fail at once, with
+    Retry failed offered, rather than wait for the job's deadline.
+    """
+    request = ProviderRequest.objects.select_related("job", "model").filter(pk=request_id).first()
+    if request is None or request.status != RequestStatus.SUBMITTED:
+        return DONE
+    if request.external_id:
+        return _schedule(request.pk, Next("poll"))
+    provider = get_provider(request.model)
+    if not provider.asynchronous:
+        reopened = ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.SUBMITTED, external_id="").update(
+            status=RequestStatus.PENDING, updated_at=timezone.now()
+        )
+        return _schedule(request.pk, Next("submit")) if reopened else DONE
+    try:
+        found = provider.recover(build_request(request, request.job))
+    except ProviderError as exc:
+        logger.info("provider %s: could not look for lost request %s: %s", request.provider, request.pk, exc)
+        found = None
+    if found is None:
+        logger.warning("provider %s: request %s lost its submit answer; failing it", request.provider, request.pk)
+        _request_fail(request, LOST_SUBMIT_ERROR)
+        return DONE
+    if found.external_id:
+        _save_provider_id(request, found)
+    return _request_progress(request, found)
 
 
 def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
@@ -247,7 +351,7 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         if webhook_url_for(request):
             # The webhook announces the end; polling is only the safety net if it never comes.
             interval = max(interval, WEBHOOK_POLL_SECONDS)
-        return Next("poll", _countdown(interval))
+        return _schedule(request.pk, Next("poll"), due_in=interval)
     if result.external_id and result.external_id != request.external_id:
         # Finished within the submit call (Replicate's Prefer: wait): keep the provider's id for
         # support and billing questions all the same.
@@ -265,26 +369,21 @@ def _request_error(request: ProviderRequest, exc: ProviderError) -> Next:
     attempts = ProviderRequest.objects.values_list("attempts", flat=True).get(pk=request.pk)
     if exc.may_have_been_received and get_provider(request.model).asynchronous:
         # A queue API may have accepted the submit we lost the answer to: submitting again could
-        # run and bill a second generation, so the user decides (Retry failed) instead.
-        _request_fail(
-            request,
-            "The provider stopped answering while the request was sent; it was not repeated, to avoid "
-            "paying twice. Use Retry failed to try again.",
-            str(exc),
-        )
-        return DONE
+        # run and bill a second generation. Find it again if the adapter can, else fail now.
+        return request_recover(request.pk)
     if not exc.permanent and attempts < settings.PIPELINE_MAX_ATTEMPTS:
         ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.SUBMITTED).update(
             status=RequestStatus.PENDING, error=str(exc)[:300], updated_at=timezone.now()
         )
         logger.info("provider %s: retrying request %s after: %s", request.provider, request.pk, exc)
-        return Next("submit", backoff_seconds(attempts, exc.retry_after))
+        return _schedule(request.pk, Next("submit", backoff_seconds(attempts, exc.retry_after)))
     message = str(exc) if exc.permanent else f"The provider kept failing: {exc}"
-    if not exc.permanent and (exc.status_code is None or exc.status_code >= 500):
-        # Down, not refusing (connection errors, 5xx): spare the next jobs the same retries, and
-        # run these images on the next model of the chain. Safety blocks and bad input are
-        # permanent and never get here.
-        routing.provider_mark_unhealthy(request.provider)
+    if not exc.permanent:
+        if exc.status_code is None or exc.status_code >= 500:
+            # Down, not refusing (connection errors, 5xx): spare the next jobs the same retries.
+            routing.provider_mark_unhealthy(request.provider)
+        # Down, or rate-limiting us for longer than the retries (a 429 storm): run these images
+        # on the next model of the chain. Safety blocks and bad input are permanent and stay.
         if _request_fallback(request, message):
             return DONE
     _request_fail(request, message, exc.details)

@@ -58,4 +58,9 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
     except IntegrityError:
         # A concurrent delivery stored this slot first: keep theirs, drop our files.
         asset.delete_files()
+    except BaseException:
+        # No row points at the files (a dropped database connection, a killed task): remove them
+        # so a re-drive, which stores the image again, leaves no orphan behind.
+        asset.delete_files()
+        raise
     return slot_succeed(slot.pk, job.pk)

@@ -4,13 +4,16 @@ doorbell. Lost messages, killed workers and missed webhooks are all found here."
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import F
 from django.utils import timezone
 
+from generation import limits
 from generation.models import (
     FINAL_SLOT_STATUSES,
     GenerationJob,
@@ -24,6 +27,8 @@ from generation.services.finish import job_finish_if_done, slot_fail
 logger = logging.getLogger(__name__)
 
 MAX_DISPATCH_ATTEMPTS = 5
+# Set by every sweep: beat sends the sweep and a worker runs it, so its age says whether both live.
+LAST_SWEEP_KEY = "sweeper:last-run"
 
 
 @dataclass
@@ -31,15 +36,23 @@ class SweepPlan:
     dispatch: list[str] = field(default_factory=list)
     submit: list[str] = field(default_factory=list)
     poll: list[str] = field(default_factory=list)
+    recover: list[str] = field(default_factory=list)
     failed_jobs: list[str] = field(default_factory=list)
 
 
 def jobs_sweep(now=None) -> SweepPlan:  # noqa: ANN001
-    """Find stuck work and say what to enqueue again; fail what is past its deadline."""
+    """Find stuck work and say what to enqueue again; fail what is past its deadline.
+
+    Every in-flight state has an owner here, found within a sweep or two: a step whose due time
+    passed (its message was lost, its worker died) is re-driven; a submit with no provider id
+    and no live worker behind it is recovered (runs.request_recover).
+    """
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.SWEEP_STALE_SECONDS)
+    overdue = now - timedelta(seconds=settings.SWEEP_GRACE_SECONDS)
     deadline = now - timedelta(seconds=settings.JOB_DEADLINE_SECONDS)
     plan = SweepPlan()
+    cache.set(LAST_SWEEP_KEY, now.timestamp(), timeout=None)
 
     # Queued jobs whose dispatch message never arrived (crash between commit and enqueue).
     for job in GenerationJob.objects.filter(status=JobStatus.QUEUED, updated_at__lt=stale):
@@ -65,24 +78,32 @@ def jobs_sweep(now=None) -> SweepPlan:  # noqa: ANN001
         ):
             plan.dispatch.append(str(job.pk))
 
-    for request in ProviderRequest.objects.filter(
-        status__in=[RequestStatus.PENDING, RequestStatus.SUBMITTED], updated_at__lt=stale, job__status=JobStatus.RUNNING
-    ):
+    running = ProviderRequest.objects.filter(job__status=JobStatus.RUNNING)
+    redriven = []
+    for request in running.filter(status__in=[RequestStatus.PENDING, RequestStatus.SUBMITTED], due_at__lt=overdue):
         if request.status == RequestStatus.PENDING:
             plan.submit.append(str(request.pk))
         elif request.external_id:
             plan.poll.append(str(request.pk))
-        elif request.updated_at < now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT):
-            # Submitted with no id for longer than a task may live: its worker died mid-call.
-            # Sync providers are simply asked again; the attempt counter bounds it.
-            ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.SUBMITTED).update(
-                status=RequestStatus.PENDING, updated_at=now
-            )
-            plan.submit.append(str(request.pk))
-        ProviderRequest.objects.filter(pk=request.pk).update(updated_at=now)
-    if plan.dispatch or plan.submit or plan.poll or plan.failed_jobs:
+        redriven.append(request.pk)
+    # Marked as just due, so the next sweep leaves them to the message sent now unless that is lost too.
+    ProviderRequest.objects.filter(pk__in=redriven).update(due_at=now)
+
+    for request in running.filter(status=RequestStatus.SUBMITTED, external_id="", sent_at__lt=overdue):
+        # A live worker renews the lease that names the request while its submit call runs.
+        if not limits.submit_in_flight(request.provider, str(request.pk)):
+            plan.recover.append(str(request.pk))
+    if plan.dispatch or plan.submit or plan.poll or plan.recover or plan.failed_jobs:
         logger.info("sweeper: %s", plan)
     return plan
+
+
+def last_sweep_age(now: float | None = None) -> float | None:
+    """Seconds since a worker last ran the sweeper, None when none has since the cache was new."""
+    last = cache.get(LAST_SWEEP_KEY)
+    if last is None:
+        return None
+    return max(0.0, (now or time.time()) - float(last))
 
 
 def _fail_open_slots(job: GenerationJob, error: str) -> None:

@@ -6,7 +6,10 @@ from unittest import mock
 
 import pytest
 from django.core.cache import cache
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
+from generation import limits
 from generation.models import ImageSlot, JobStatus, ProviderRequest, SlotStatus
 from generation.providers.base import Provider, ProviderError, ProviderResult, ResultStatus
 from generation.services import runs
@@ -134,3 +137,117 @@ def test_a_request_finished_within_the_submit_keeps_the_providers_id(job):
     assert submit_with(Quick(), request) == runs.DONE
     request.refresh_from_db()
     assert request.external_id == "pred-123" and request.status == "succeeded"
+
+
+class Lost(Provider):
+    """A provider whose submit answer was lost: it only counts what the pipeline asks of it."""
+
+    name = "offline"
+
+    def __init__(self, *, asynchronous: bool) -> None:
+        self.asynchronous = asynchronous
+        self.submits = 0
+        self.recovers = 0
+
+    def submit(self, request):
+        self.submits += 1
+        raise AssertionError("a lost submit must not be sent again blindly")
+
+    def recover(self, request):
+        self.recovers += 1
+        return None
+
+
+def lost_submit(job) -> ProviderRequest:
+    request = first_request(job)
+    ProviderRequest.objects.filter(pk=request.pk).update(status="submitted", external_id="")
+    return request
+
+
+# The two images of the answer are stored by threads, which only see committed rows.
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_submit_is_found_again_when_the_adapter_can(job, django_capture_on_commit_callbacks):
+    request = lost_submit(job)
+    # The offline engine keeps no state: it finds the request by our own id and renders it.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runs.request_recover(request.pk) == runs.DONE
+    request.refresh_from_db()
+    assert request.external_id == str(request.pk) and request.status == "succeeded"
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.succeeded_count == 2
+
+
+def test_a_lost_queue_submit_that_cannot_be_found_fails_at_once_and_is_not_resent(job):
+    request = lost_submit(job)
+    provider = Lost(asynchronous=True)
+    with mock.patch("generation.services.runs.get_provider", return_value=provider):
+        assert runs.request_recover(request.pk) == runs.DONE
+    assert (provider.recovers, provider.submits) == (1, 0)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert job.errors[0]["error"] == runs.LOST_SUBMIT_ERROR
+    assert job.owner.credit_account.balance == 100  # refunded: nothing was made
+
+
+def test_a_lost_synchronous_submit_is_simply_sent_again(job):
+    request = lost_submit(job)
+    with mock.patch("generation.services.runs.get_provider", return_value=Lost(asynchronous=False)):
+        step = runs.request_recover(request.pk)
+    assert step.action == "submit"
+    request.refresh_from_db()
+    assert request.status == "pending" and request.due_at is not None
+
+
+class Throttled(Provider):
+    name = "offline"
+    asynchronous = True
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def poll(self, request, external_id, handles):
+        self.polls += 1
+        raise ProviderError("Too Many Requests", retry_after=120, status_code=429)
+
+
+def test_a_polls_retry_after_is_kept_in_full_and_pauses_the_provider(job, settings):
+    request = first_request(job)
+    ProviderRequest.objects.filter(pk=request.pk).update(status="submitted", external_id="ext-1")
+    provider = Throttled()
+    with mock.patch("generation.services.runs.get_provider", return_value=provider):
+        step = runs.request_poll(request.pk)
+        assert step.action == "poll" and step.countdown <= settings.PIPELINE_MAX_COUNTDOWN
+        request.refresh_from_db()
+        assert 115 <= (request.due_at - timezone.now()).total_seconds() <= 121  # not cut to 30 s
+        assert limits.cooldown_remaining("offline") > 100
+
+        # The capped countdown fires early: the step sees it is not yet due and waits again.
+        again = runs.request_poll(request.pk)
+        assert again.action == "poll" and provider.polls == 1
+        # A webhook saying the request ended looks at once all the same.
+        runs.request_poll(request.pk, now_anyway=True)
+        assert provider.polls == 2
+
+
+def test_the_providers_id_is_saved_even_when_releasing_the_lease_fails(job, settings):
+    settings.OFFLINE_LATENCY_SECONDS = 5  # the engine answers PENDING with an id to poll
+    request = first_request(job)
+    with mock.patch("generation.limits.cache.delete", side_effect=ConnectionError("redis went away")):
+        step = runs.request_submit(request.pk)
+    assert step.action == "poll"
+    request.refresh_from_db()
+    assert request.external_id == str(request.pk) and request.status == "submitted"
+
+
+def test_the_id_write_goes_through_a_dropped_database_connection():
+    answers = iter([OperationalError("server closed the connection"), InterfaceError("connection already closed"), 1])
+
+    def write() -> int:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with mock.patch("generation.services.runs.connection.close") as reconnect:
+        assert runs._write_through_reconnects(write) == 1
+    assert reconnect.call_count == 2

@@ -100,3 +100,15 @@ def test_a_provider_url_on_a_private_address_is_never_fetched(job):
     assert ok is False
     slot.refresh_from_db()
     assert slot.status == SlotStatus.FAILED
+
+
+def test_a_database_error_while_recording_the_asset_leaves_no_file_behind(job):
+    from django.db import OperationalError
+
+    slot = ImageSlot.objects.get(job=job, index=0)
+    before = set(stored_files())
+    dropped = mock.patch.object(WorkspaceAsset, "save", side_effect=OperationalError("terminating connection"))
+    with dropped, pytest.raises(OperationalError):
+        slot_store(job=job, slot=slot, image=GeneratedImage(data=png_bytes()))
+    assert set(stored_files()) == before
+    assert not WorkspaceAsset.objects.filter(job=job).exists()

@@ -4,12 +4,14 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
+from generation import limits
 from generation.models import GenerationJob, JobStatus, ProviderRequest
 from generation.services import runs
 from generation.services.jobs import job_create
-from generation.services.sweeper import jobs_sweep
+from generation.services.sweeper import LAST_SWEEP_KEY, jobs_sweep, last_sweep_age
 from tests.factories import offline_model
 
 
@@ -29,11 +31,55 @@ def test_a_queued_job_whose_message_was_lost_is_dispatched_again(job):
     assert jobs_sweep().dispatch == [str(job.pk)]
 
 
-def test_a_submitted_request_that_went_silent_is_polled_again(job):
+def overdue(pk, seconds):
+    ProviderRequest.objects.filter(pk=pk).update(due_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_a_submitted_request_whose_poll_is_overdue_is_polled_again(job, settings):
     (request_id,) = runs.job_dispatch(job.pk)
     ProviderRequest.objects.filter(pk=request_id).update(status="submitted", external_id="abc")
-    age(ProviderRequest, request_id, 120)
+    overdue(request_id, settings.SWEEP_GRACE_SECONDS - 5)
+    assert jobs_sweep().poll == []  # a countdown is not exact: within the grace, leave it
+    overdue(request_id, settings.SWEEP_GRACE_SECONDS + 1)
     assert jobs_sweep().poll == [str(request_id)]
+    # The re-drive counts as the step now due: the next sweep leaves it to that message.
+    assert jobs_sweep().poll == []
+
+
+def test_a_pending_request_whose_submit_message_was_lost_is_submitted_again(job, settings):
+    (request_id,) = runs.job_dispatch(job.pk)
+    assert jobs_sweep().submit == []  # just planned: its message is on its way
+    overdue(request_id, settings.SWEEP_GRACE_SECONDS + 1)
+    assert jobs_sweep().submit == [str(request_id)]
+
+
+def lost_submit(job, settings):
+    (request_id,) = runs.job_dispatch(job.pk)
+    sent = timezone.now() - timedelta(seconds=settings.SWEEP_GRACE_SECONDS + 1)
+    ProviderRequest.objects.filter(pk=request_id).update(status="submitted", sent_at=sent, due_at=None)
+    return request_id
+
+
+def test_a_submit_whose_worker_died_before_saving_the_id_is_recovered_on_every_sweep(job, settings):
+    request_id = lost_submit(job, settings)
+    assert jobs_sweep().recover == [str(request_id)]
+    # Sweeping does not reset its age (it used to, so it was never recovered at all).
+    assert jobs_sweep().recover == [str(request_id)]
+
+
+def test_a_submit_still_in_flight_is_left_to_its_worker(job, settings):
+    request_id = lost_submit(job, settings)
+    with limits.provider_slot("offline", holder=str(request_id)) as got:
+        assert got
+        assert jobs_sweep().recover == []
+    assert jobs_sweep().recover == [str(request_id)]
+
+
+def test_each_sweep_says_a_worker_is_alive(db):
+    cache.delete(LAST_SWEEP_KEY)
+    assert last_sweep_age() is None
+    jobs_sweep()
+    assert last_sweep_age() < 5
 
 
 def test_a_job_past_its_deadline_fails_with_a_clear_error_and_refund(job, settings):
