@@ -1,7 +1,11 @@
 """The one HTTP client for URLs we did not write ourselves: user reference URLs and provider output URLs.
 
 docs/reliability.md §3.1 (OWASP SSRF): only http(s), no credentials in the URL, and only public addresses,
-except hosts staff listed in settings.TRUSTED_FETCH_HOSTS (a ComfyUI server, the test simulator).
+except the hosts a caller passes as `trusted`: the staff-configured hosts of the one provider whose output is
+being fetched (a ComfyUI server, the test simulator; see HttpApi.fetch_trusted_hosts). Trust is scoped to the
+URL it was given for: a redirect is trusted only while it stays on that same trusted origin, and every other
+hop is judged by the public-address rules, so a trusted host cannot bounce a fetch to 169.254.169.254 or to
+another port on its own machine.
 
 Two checks, because one is not enough:
   1. Before each request (and each redirect hop), the host is resolved and every address must be public.
@@ -155,7 +159,7 @@ def _parse_trusted(entries: Collection[str]) -> _TrustedHosts:
         try:
             host, port = parts.hostname, parts.port
         except ValueError:
-            logger.warning("TRUSTED_FETCH_HOSTS entry %r is not host or host:port; ignored", entry)
+            logger.warning("trusted host entry %r is not host or host:port; ignored", entry)
             continue
         if host:
             parsed.add((host.rstrip("."), port))
@@ -167,8 +171,8 @@ def _is_trusted(host: str, port: int, trusted: _TrustedHosts) -> bool:
     return (host, None) in trusted or (host, port) in trusted
 
 
-# The trusted set of the fetch() running in this thread, for the connection-time check, which has no other
-# way to receive it: connections are created deep inside urllib3's pools.
+# The trusted set of the hop fetch() is sending in this thread, for the connection-time check, which has no
+# other way to receive it: connections are created deep inside urllib3's pools.
 _current_trusted: contextvars.ContextVar[_TrustedHosts] = contextvars.ContextVar(
     "generation_http_trusted", default=frozenset()
 )
@@ -227,16 +231,15 @@ def _check_url(url: str, trusted: _TrustedHosts) -> tuple[str, str, int]:
     return scheme, host, port
 
 
-def validate_url(url: str, *, trusted_hosts: Collection[str] | None = None) -> None:
+def validate_url(url: str, *, trusted: Collection[str] = ()) -> None:
     """Raise UnsafeURLError (with a message for the user) unless fetch() would be allowed to try `url`.
 
     Resolves the host name, so it needs DNS and can take as long as a lookup does. Passing does not
-    promise the fetch succeeds, only that it is not refused up front. `trusted_hosts` defaults to
-    settings.TRUSTED_FETCH_HOSTS; pass () where the URL comes from a user and should never reach them.
+    promise the fetch succeeds, only that it is not refused up front. `trusted` is as for fetch(): empty
+    for anything a user typed, which must never reach a staff-configured private host.
     """
-    trusted = _parse_trusted(settings.TRUSTED_FETCH_HOSTS if trusted_hosts is None else trusted_hosts)
     try:
-        _check_url(url, trusted)
+        _check_url(url, _parse_trusted(trusted))
     except _HostNotFoundError:
         raise UnsafeURLError(MESSAGE_NOT_FOUND) from None
 
@@ -366,6 +369,19 @@ def _origin(scheme: str, host: str, port: int) -> tuple[str, str, int]:
     return scheme, host.lower().rstrip("."), port
 
 
+def _hop_trust(url: str, origin: tuple[str, str, int] | None, trusted: _TrustedHosts) -> _TrustedHosts:
+    """The trusted hosts that apply to this hop: all of them for the first URL, and for a redirect only
+    while it stays on the first URL's origin. Anywhere else a trusted host points is judged as a stranger's
+    URL would be."""
+    if origin is None or not trusted:
+        return trusted
+    try:
+        scheme, host, port = _split_url(url)
+    except UnsafeURLError:
+        return frozenset()  # _check_url raises the same error with the right message
+    return trusted if _origin(scheme, host, port) == origin else frozenset()
+
+
 def _send(url: str, headers: dict[str, str] | None, timeout: tuple[float, float]) -> requests.Response:
     try:
         return _session.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True)
@@ -431,7 +447,7 @@ def fetch(
     max_redirects: int = 3,
     headers: dict[str, str] | None = None,
     total_timeout: float = 120.0,
-    trusted_hosts: Collection[str] | None = None,
+    trusted: Collection[str] = (),
 ) -> Download:
     """GET `url` under the SSRF rules in the module docstring and return its body.
 
@@ -439,25 +455,30 @@ def fetch(
     and DownloadError for everything else that goes wrong (see its `permanent` and `retry_after`).
     `max_bytes` defaults to settings.DOWNLOAD_MAX_BYTES; `timeout` is (connect, read) per socket operation,
     `total_timeout` a bound on the whole fetch checked between chunks. `headers` go to the original origin
-    only, never to a redirect elsewhere. `trusted_hosts` defaults to settings.TRUSTED_FETCH_HOSTS.
+    only, never to a redirect elsewhere. `trusted` ("host" or "host:port") are hosts exempt from the
+    public-address rule for `url` itself and for redirects that stay on its origin; pass the trusted hosts
+    of the provider the URL came from, and nothing for a user's URL.
     """
     if max_bytes is None:
         max_bytes = settings.DOWNLOAD_MAX_BYTES
-    trusted = _parse_trusted(settings.TRUSTED_FETCH_HOSTS if trusted_hosts is None else trusted_hosts)
+    trusted_hosts = _parse_trusted(trusted)
     deadline = time.monotonic() + total_timeout
-    token = _current_trusted.set(trusted)
+    token = _current_trusted.set(frozenset())
     try:
         current = url
         origin: tuple[str, str, int] | None = None
         for _hop in range(max_redirects + 1):
+            hop_trusted = _hop_trust(current, origin, trusted_hosts)
             try:
-                scheme, host, port = _check_url(current, trusted)
+                scheme, host, port = _check_url(current, hop_trusted)
             except _HostNotFoundError as exc:
                 raise _host_not_found(exc) from exc
             origin = origin or _origin(scheme, host, port)
             hop_headers = headers if _origin(scheme, host, port) == origin else None
             if time.monotonic() > deadline:
                 raise DownloadError("The download took too long.", permanent=False)
+            # The connection-time check must judge this hop by the same trust as the pre-check.
+            _current_trusted.set(hop_trusted)
             response = _send(current, hop_headers, timeout)
             with response:
                 if response.status_code in _REDIRECT_STATUSES:

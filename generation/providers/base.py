@@ -159,6 +159,12 @@ class Provider:
         """A cheap probe that the provider answers; cached by the router."""
         return self.is_configured()
 
+    def fetch_trusted_hosts(self) -> tuple[str, ...]:
+        """Hosts that generation.http.fetch may reach on a private address for this provider's output
+        URLs; none by default. Trust is per provider: one provider's trusted server is a stranger to
+        another's output URLs."""
+        return ()
+
     # --- registry validation ------------------------------------------------------------
     # The most images one request can return, whatever a registry row says (the offline engine
     # renders 4, Gemini answers one). None: the model's own input schema says (fal, Replicate).

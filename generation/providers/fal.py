@@ -24,11 +24,12 @@ from generation.providers.base import (
     ProviderResult,
     ResultStatus,
 )
-from generation.providers.http_api import HttpApi
+from generation.providers.http_api import HttpApi, parse_retry_after, sanitize_message
 from generation.providers.inputs import model_inputs
 
 NSFW_ERROR = "blocked by the provider's safety checker"
-# Inputs the adapter fills itself; request.params never overrides them.
+# The statuses of a request still on its way; COMPLETED is the only other one fal documents.
+PENDING_STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS"})
 _STATUS_CODE_IN_ERROR = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
 
 
@@ -104,7 +105,7 @@ def webhook_result(body: dict[str, Any]) -> ProviderResult:
     if body.get("status") == "OK" and isinstance(payload, dict):
         return _result_from_output(payload)
     reason = detail_text(payload.get("detail")) if isinstance(payload, dict) else ""
-    reason = reason or str(body.get("payload_error") or body.get("error") or "unknown error")
+    reason = sanitize_message(reason or str(body.get("payload_error") or body.get("error") or "unknown error"))
     match = _STATUS_CODE_IN_ERROR.search(str(body.get("error") or ""))
     permanent = bool(match) and 400 <= int(match.group(1)) < 500 and match.group(1) not in {"408", "429"}
     return _failed(f"fal.ai failed the request: {reason}", permanent=permanent)
@@ -122,6 +123,7 @@ class Fal(HttpApi, Provider):
     asynchronous = True
     api_label = "fal.ai"
     secret_setting = "FAL_KEY"  # noqa: S105 - the name of the setting, not a secret
+    base_url_setting = "FAL_QUEUE_URL"
 
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {settings.FAL_KEY}"}  # "Key", not "Bearer"
@@ -163,40 +165,64 @@ class Fal(HttpApi, Provider):
 
     def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         # Status URLs drop the model's sub-path (fal-ai/flux-2/requests/...): always use them as given.
-        body = self.json(self.http("GET", self.handle(handles, "status_url"), params={"logs": "false"}))
+        # A 429/503 here raises with the full Retry-After; the pipeline decides how long to wait.
+        response = self.http("GET", self.handle(handles, "status_url"), params={"logs": "false"})
+        body = self.json(response)
         status = body.get("status")
-        if status != "COMPLETED":  # IN_QUEUE / IN_PROGRESS (202); logs and queue_position are optional
+        if status in PENDING_STATUSES:  # 202; logs and queue_position are optional
             position = body.get("queue_position")
             metadata = {"queue_position": position} if isinstance(position, int) else {}
-            return ProviderResult(status=ResultStatus.PENDING, poll_after=self.default_poll_interval, metadata=metadata)
+            return ProviderResult(status=ResultStatus.PENDING, poll_after=self._poll_after(response), metadata=metadata)
+        if status != "COMPLETED":
+            return self._unknown_status(status, external_id, handles)
         if body.get("error"):
             return self._completed_with_error(body, handles)
-        try:
-            return self._fetch_result(handles)
-        except ProviderError as exc:
-            if not exc.permanent:
-                raise  # a transient fetch failure: poll again, the result stays for a while
-            return _failed(exc.message, permanent=True)
+        return self._fetch_result(handles)
 
-    def _fetch_result(self, handles: dict[str, Any]) -> ProviderResult:
-        return _result_from_output(self.json(self.http("GET", self.handle(handles, "response_url"))))
+    def _poll_after(self, response: requests.Response) -> float:
+        """A pending answer's Retry-After, uncapped, or the usual interval."""
+        seconds = parse_retry_after(response.headers.get("Retry-After"))
+        return seconds if seconds is not None else self.default_poll_interval
+
+    def _unknown_status(self, status: Any, external_id: str, handles: dict[str, Any]) -> ProviderResult:
+        # fal documents three statuses. Polling anything else until the job deadline would only hide
+        # the failure; stop the request on fal's side too, since nobody will collect its result.
+        try:
+            self.cancel(external_id, handles)
+        except ProviderError:
+            pass  # best effort, as always for cancel
+        shown = sanitize_message(str(status), limit=40) if status else "none"
+        return _failed(f"fal.ai answered an unknown request status ({shown}).", permanent=True)
+
+    def _fetch_result(self, handles: dict[str, Any], *, error: str | None = None) -> ProviderResult:
+        """GET the result; `error` is the status answer's error, if it had one.
+
+        The result call answers with the model's own HTTP status: a 4xx refusal (422 validation) fails
+        for good, and never moves on to another billed provider since the same input would be refused
+        there too. A 5xx on a request fal marked failed is the model's or runner's failure (unbilled):
+        retryable. Anything else retryable (no answer, a throttle, a 5xx on a request that succeeded)
+        raises, and the poll runs again: fal keeps results for a while.
+        """
+        try:
+            output = self.json(self.http("GET", self.handle(handles, "response_url")))
+        except ProviderError as exc:
+            if exc.permanent:
+                return _failed(exc.message, permanent=True)
+            if error is not None and exc.status_code is not None and exc.status_code >= 500:
+                return _failed(f"fal.ai failed the request: {error}", permanent=False)
+            raise
+        return _result_from_output(output)
 
     def _completed_with_error(self, body: dict[str, Any], handles: dict[str, Any]) -> ProviderResult:
         # Failed and cancelled requests are COMPLETED too; error/error_type say which.
-        error, error_type = str(body["error"]), str(body.get("error_type") or "")
+        error_type = sanitize_message(str(body.get("error_type") or ""), limit=60)
         if "cancel" in error_type.lower():
-            return ProviderResult(status=ResultStatus.CANCELED, error=error)
-        if error_type:
-            # Infrastructure failures (request_timeout, runner_disconnected, ...): fal already
-            # retried them, and 5xx failures are not billed, so another submit is safe.
-            return _failed(f"fal.ai failed the request: {error} ({error_type})", permanent=False)
-        # The model itself failed: the result call replays its status and body, e.g. a 422 detail.
-        try:
-            return self._fetch_result(handles)
-        except ProviderError as exc:
-            if exc.status_code is None:
-                raise
-            return _failed(exc.message, permanent=exc.permanent)
+            return ProviderResult(status=ResultStatus.CANCELED, error=sanitize_message(str(body["error"])))
+        # The result call replays the model's status and body: a 422 detail is a refusal of the
+        # input, a 5xx an infrastructure failure (request_timeout, runner_disconnected, ...) that fal
+        # does not bill, so another submit is safe.
+        error = sanitize_message(str(body["error"])) + (f" ({error_type})" if error_type else "")
+        return self._fetch_result(handles, error=error)
 
     def cancel(self, external_id: str, handles: dict[str, Any]) -> None:
         if not handles.get("cancel_url"):

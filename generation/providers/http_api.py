@@ -3,9 +3,15 @@
 Adapters mix in HttpApi and call self.http(); the mixin maps every failure to a ProviderError:
     connect errors, timeouts, 408/409/425/429, 5xx  -> retryable (429 with retry_after)
     any other 4xx, and unexpected redirects          -> permanent
+    a URL on any host but the provider's own API     -> permanent, and never requested
 Subclasses override error_message() to pull the provider's own text out of an error body, and may
-override raise_for_response() for provider-specific permanence. The API key never reaches an
-error message, its details or the log: every text is scrubbed of api_secret() before use.
+override raise_for_response() for provider-specific permanence.
+
+The API key goes to the provider's API host only. Status, result and cancel URLs come from the
+provider's answers, so a hostile or broken answer could name any host (169.254.169.254, a loopback
+service): http() sends nothing to a host other than the one in the provider's base URL setting, and
+never follows a redirect. The key never reaches an error message, its details or the log either:
+every provider text shown to users goes through sanitize_message().
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Iterable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +44,32 @@ REDACTED = "[redacted]"
 MAY_HAVE_BEEN_RECEIVED = "the request may have been received"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Credentials of every provider: a message from one provider must not show another's key either.
+SECRET_SETTINGS = ("FAL_KEY", "REPLICATE_API_TOKEN", "GEMINI_API_KEY", "REPLICATE_WEBHOOK_SECRET")
+
+# What sanitize_message() takes out of provider text. Data URIs first: they would otherwise be half
+# matched as URLs and leave their base64 behind.
+_DATA_URI = re.compile(r"\bdata:[\w.+-]+/[\w.+-]+[^\s,]*,[^\s\"'<>]*", re.IGNORECASE)
+# A URL never ends in sentence punctuation: "see https://x.test/a." keeps its full stop.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*[^\s\"'<>.,;:!?)\]]", re.IGNORECASE)
+# Key-shaped tokens: "Key <fal key>", "Bearer <token>", Replicate's r8_, Google's AIza, webhook whsec_,
+# and "api_key=..." style assignments. The scheme-word forms need a digit in the token, so prose such
+# as "token expired" stays.
+_KEY_LIKE = re.compile(
+    r"\b(?:key|bearer|token)\s+(?=[\w.:/+=-]*\d)[\w.:/+=-]{8,}"
+    r"|\br8_[a-z0-9]{8,}"
+    r"|\bAIza[\w-]{10,}"
+    r"|\bwhsec_[\w+/=]{8,}"
+    r"|\bsk-[\w-]{8,}"
+    r"|\b(?:api[_-]?key|access[_-]?token|token|secret|password|authorization)[\"']?\s*[:=]\s*[\"']?"
+    r"(?:(?:key|bearer|basic|token)\s+)?[^\s\"',;]+",
+    re.IGNORECASE,
+)
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+# Absolute file system paths (/srv/app/x.py, C:\\models\\y): two segments at least, and not inside a
+# word, so model ids such as "fal-ai/flux-2" and media types such as "image/png" stay.
+_PATH = re.compile(r"(?<![\w.:/~-])(?:~|[a-z]:)?(?:[/\\][\w.@%+~-]+){2,}[/\\]?", re.IGNORECASE)
 
 
 def timeouts() -> tuple[float, float]:
@@ -87,6 +120,46 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+def sanitize_message(text: str, secrets: Iterable[str] = (), *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A provider's error text fit to show a user: one line, at most `limit` characters, and without
+    URLs, file paths, addresses or anything key-shaped.
+
+    Provider bodies quote what they were sent and where they run: a presigned reference URL, a stack
+    trace's paths, a credential echoed back. `secrets` are redacted exactly, as is every provider key in
+    settings; the patterns catch keys no setting holds.
+    """
+    text = redact(str(text), [*secrets, *(getattr(settings, name, "") or "" for name in SECRET_SETTINGS)])
+    text = _DATA_URI.sub("[data]", text)
+    text = _URL.sub("[url]", text)
+    text = _KEY_LIKE.sub(REDACTED, text)
+    text = _IPV4.sub("[address]", text)
+    text = _PATH.sub("[path]", text)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def url_origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, or None for anything else or anything two parsers could
+    read differently (user info, backslashes, spaces): such a URL is never an API host's."""
+    if not isinstance(url, str) or any(c.isspace() or c == "\\" or ord(c) < 0x20 for c in url):
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or "@" in parts.netloc or not parts.hostname:
+        return None
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        return None
+    return scheme, parts.hostname.lower().rstrip("."), port
+
+
+def _origin_text(origin: tuple[str, str, int] | None) -> str:
+    return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else "(no valid host)"
+
+
 def strip_query(url: str) -> str:
     """The URL for logs: a query can carry a webhook token (fal_webhook=...)."""
     parts = urlsplit(url)
@@ -112,6 +185,31 @@ class HttpApi:
     # The setting that holds the provider's key: it configures the provider, is named in the
     # hint when missing, and is kept out of messages and logs.
     secret_setting: ClassVar[str] = ""
+    # The setting that holds the provider's API base URL: its scheme, host and port are the only
+    # ones the key is sent to.
+    base_url_setting: ClassVar[str] = ""
+
+    def api_base_url(self) -> str:
+        return str(getattr(settings, self.base_url_setting, "") or "") if self.base_url_setting else ""
+
+    def fetch_trusted_hosts(self) -> tuple[str, ...]:
+        """The provider's own API host, if staff listed it in TRUSTED_FETCH_HOSTS (a ComfyUI server on a
+        private address, the test simulator): output URLs on it may then be downloaded. Another
+        provider's trusted host, or one in a redirect, is not trusted for this one."""
+        origin = url_origin(self.api_base_url())
+        if origin is None:
+            return ()
+        _, host, port = origin
+        for entry in settings.TRUSTED_FETCH_HOSTS:
+            text = entry.strip().lower()
+            parts = urlsplit(text if "://" in text else f"//{text}")
+            try:
+                entry_host, entry_port = (parts.hostname or "").rstrip("."), parts.port
+            except ValueError:
+                continue
+            if entry_host == host and entry_port in (None, port):
+                return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}",)
+        return ()
 
     def api_secret(self) -> str:
         """The credential to keep out of messages and logs."""
@@ -136,7 +234,11 @@ class HttpApi:
         timeout: tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
-        """Send one request; return the 2xx response or raise ProviderError."""
+        """Send one request; return the 2xx response or raise ProviderError.
+
+        A URL off the provider's API host (see check_api_host) is refused before any connection.
+        """
+        self.check_api_host(url)
         all_headers = {**self.api_headers(), **(headers or {})}
         try:
             # No redirects: requests drops Authorization on a cross-host redirect but would
@@ -164,6 +266,26 @@ class HttpApi:
             raise
         return response
 
+    def check_api_host(self, url: str) -> None:
+        """Raise a permanent ProviderError unless `url` is on the API host of the base URL setting.
+
+        Permanent: the provider will name the same URL on the next poll, and the pipeline must not
+        fall back as if the provider were down.
+        """
+        expected = url_origin(self.api_base_url())
+        actual = url_origin(url)
+        if expected is not None and actual == expected:
+            return
+        logger.warning(
+            "%s: refused a request to %s, which is not the API host %s",
+            self.api_label,
+            _origin_text(actual),
+            _origin_text(expected),
+        )
+        raise ProviderError(
+            f"{self.api_label} answered with a URL on another host; it was not followed.", permanent=True
+        )
+
     def raise_for_response(self, response: requests.Response) -> None:
         """Raise the ProviderError a non-2xx answer means; do nothing on 2xx."""
         if 200 <= response.status_code < 300:
@@ -172,9 +294,7 @@ class HttpApi:
 
     def error_for_response(self, response: requests.Response) -> ProviderError:
         status = response.status_code
-        text = " ".join((self.error_message(response) or response.reason or "").split())
-        secret = self.api_secret()
-        text = redact(text, [secret])[:MAX_MESSAGE_CHARS]
+        text = sanitize_message(self.error_message(response) or response.reason or "", [self.api_secret()])
         message = f"{self.api_label} answered HTTP {status}" + (f": {text}" if text else ".")
         if 300 <= status < 400:
             message = f"{self.api_label} answered with an unexpected redirect (HTTP {status})."

@@ -23,7 +23,7 @@ from generation.providers.base import (
     ProviderResult,
     ResultStatus,
 )
-from generation.providers.http_api import MAY_HAVE_BEEN_RECEIVED, HttpApi, json_or_none
+from generation.providers.http_api import MAY_HAVE_BEEN_RECEIVED, HttpApi, json_or_none, sanitize_message
 from generation.providers.inputs import model_inputs
 from models_registry.capabilities import schema_properties
 
@@ -41,6 +41,7 @@ class Replicate(HttpApi, Provider):
     asynchronous = True
     api_label = "Replicate"
     secret_setting = "REPLICATE_API_TOKEN"  # noqa: S105 - the name of the setting, not a secret
+    base_url_setting = "REPLICATE_API_URL"
 
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {settings.REPLICATE_API_TOKEN}"}
@@ -136,7 +137,7 @@ class Replicate(HttpApi, Provider):
                 )
             return ProviderResult(status=ResultStatus.SUCCEEDED, images=images, **common)
         if status == "failed":
-            error = str(prediction.get("error") or "unknown error")
+            error = sanitize_message(str(prediction.get("error") or "unknown error"))
             transient = bool(_TRANSIENT_FAILURE.search(error))
             return ProviderResult(
                 status=ResultStatus.FAILED, error=f"Replicate: {error}", permanent=not transient, **common

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from generation.http import DownloadError, UnsafeURLError, fetch
 from generation.imaging import InvalidImage, process_image
 from generation.models import FINAL_SLOT_STATUSES, GenerationJob, ImageSlot
+from generation.providers import get_provider
 from generation.providers.base import GeneratedImage
 from generation.services.finish import slot_fail, slot_succeed
 from models_registry.models import ApiModel
@@ -31,7 +32,9 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
     if WorkspaceAsset.objects.filter(job=job, batch_index=slot.index).exists():
         return slot_succeed(slot.pk, job.pk)
     try:
-        data = image.data if image.data is not None else fetch(image.url or "").data
+        # Only the serving provider's own trusted host may be private (its ComfyUI server, the simulator).
+        trusted = get_provider(model or job.model).fetch_trusted_hosts()
+        data = image.data if image.data is not None else fetch(image.url or "", trusted=trusted).data
         processed = process_image(data)
     except (DownloadError, UnsafeURLError) as exc:
         slot_fail(slot.pk, job.pk, "The provider's image could not be downloaded.", str(exc))

@@ -146,13 +146,13 @@ def base(port: int) -> str:
 
 @pytest.fixture(autouse=True)
 def _settings(settings):
-    settings.TRUSTED_FETCH_HOSTS = []
     settings.DOWNLOAD_MAX_BYTES = 25 * 1024 * 1024
 
 
 @pytest.fixture
-def trusted(settings, port: int) -> None:
-    settings.TRUSTED_FETCH_HOSTS = [f"127.0.0.1:{port}"]
+def trusted(port: int) -> list[str]:
+    """The loopback server, trusted as a provider's own host would be (fetch(..., trusted=trusted))."""
+    return [f"127.0.0.1:{port}"]
 
 
 @pytest.fixture
@@ -329,31 +329,30 @@ class TestAddresses:
 
 class TestTrustedHosts:
     def test_it_fetches_from_a_trusted_host_and_port(self, trusted, base):
-        download = fetch(f"{base}/image.png")
+        download = fetch(f"{base}/image.png", trusted=trusted)
 
         assert isinstance(download, Download)
         assert download.data == PNG
         assert download.content_type == "image/png"
         assert download.url == f"{base}/image.png"
-        validate_url(f"{base}/image.png")
+        validate_url(f"{base}/image.png", trusted=trusted)
 
-    def test_a_bare_trusted_host_trusts_every_port(self, settings, base):
-        settings.TRUSTED_FETCH_HOSTS = ["127.0.0.1"]
+    def test_a_bare_trusted_host_trusts_every_port(self, base):
+        assert fetch(f"{base}/image.png", trusted=["127.0.0.1"]).data == PNG
 
-        assert fetch(f"{base}/image.png").data == PNG
-
-    def test_trust_for_another_port_does_not_apply(self, settings, server, base):
-        settings.TRUSTED_FETCH_HOSTS = ["127.0.0.1:1", "localhost"]
-
+    def test_trust_for_another_port_does_not_apply(self, server, base):
         with pytest.raises(UnsafeURLError):
-            fetch(f"{base}/image.png")
+            fetch(f"{base}/image.png", trusted=["127.0.0.1:1", "localhost"])
         assert server.seen == []
 
-    def test_an_explicit_empty_trust_list_overrides_settings(self, trusted, server, base):
+    def test_nothing_is_trusted_unless_the_caller_says_so(self, settings, server, base, port):
+        # The setting lists staff hosts for the providers to claim (HttpApi.fetch_trusted_hosts); it is not a
+        # blanket pass for every download, such as a user's reference URL.
+        settings.TRUSTED_FETCH_HOSTS = [f"127.0.0.1:{port}"]
         with pytest.raises(UnsafeURLError):
-            validate_url(f"{base}/image.png", trusted_hosts=())
+            validate_url(f"{base}/image.png")
         with pytest.raises(UnsafeURLError):
-            fetch(f"{base}/image.png", trusted_hosts=())
+            fetch(f"{base}/image.png")
         assert server.seen == []
 
     @pytest.mark.parametrize(
@@ -370,7 +369,44 @@ class TestTrustedHosts:
         target = target.format(port=port)
 
         with pytest.raises(UnsafeURLError):
-            fetch(f"{base}/redirect?to={quote(target, safe='')}")
+            fetch(f"{base}/redirect?to={quote(target, safe='')}", trusted=trusted)
+
+        assert [path for path, _ in server.seen] == ["/redirect"]
+
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "http://127.0.0.1:{other}/image.png",  # the same machine, another service
+            "http://localhost:{port}/image.png",  # the same server under another trusted name
+            "http://169.254.169.254/latest/meta-data/",
+        ],
+    )
+    def test_trust_does_not_follow_a_redirect_off_the_trusted_origin(self, server, base, port, target):
+        # Every one of these is in the trusted list, yet only the URL the provider gave is trusted:
+        # each further hop is judged by the public-address rules.
+        with socket.socket() as other_service:
+            other_service.bind(("127.0.0.1", 0))
+            other_service.listen()
+            other = other_service.getsockname()[1]
+            target = target.format(port=port, other=other)
+            trusted = ["127.0.0.1", f"localhost:{port}", "169.254.169.254"]
+
+            with pytest.raises(UnsafeURLError, match="private or local"):
+                fetch(f"{base}/redirect?to={quote(target, safe='')}", trusted=trusted)
+
+            other_service.settimeout(0.05)
+            with pytest.raises(TimeoutError):
+                other_service.accept()  # nothing ever connected
+        assert [path for path, _ in server.seen] == ["/redirect"]
+
+    def test_the_connection_time_check_uses_the_hops_own_trust(self, server, base, port, fake_dns):
+        # A redirect to a name that passes the pre-check as public but connects to loopback: the
+        # trusted first hop must not lend its trust to this connection.
+        fake_dns["rebind.example"] = [["93.184.216.34"], ["127.0.0.1"]]
+        target = quote(f"http://rebind.example:{port}/image.png", safe="")
+
+        with pytest.raises(UnsafeURLError, match="private or local"):
+            fetch(f"{base}/redirect?to={target}", trusted=[f"127.0.0.1:{port}"])
 
         assert [path for path, _ in server.seen] == ["/redirect"]
 
@@ -378,25 +414,26 @@ class TestTrustedHosts:
 class TestRedirects:
     @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
     def test_it_follows_redirects_and_reports_the_final_url(self, trusted, base, status):
-        download = fetch(f"{base}/redirect?status={status}&to={quote('/image.png', safe='')}")
+        download = fetch(f"{base}/redirect?status={status}&to={quote('/image.png', safe='')}", trusted=trusted)
 
         assert download.data == PNG
         assert download.url == f"{base}/image.png"
 
     def test_it_stops_after_max_redirects(self, trusted, server, base):
         with pytest.raises(DownloadError, match="Too many redirects") as failed:
-            fetch(f"{base}/loop", max_redirects=2)
+            fetch(f"{base}/loop", max_redirects=2, trusted=trusted)
 
         assert failed.value.permanent is True
         assert len(server.seen) == 3  # the first request and two redirects
 
     def test_a_redirect_without_location_is_a_permanent_error(self, trusted, base):
         with pytest.raises(DownloadError) as failed:
-            fetch(f"{base}/no-location")
+            fetch(f"{base}/no-location", trusted=trusted)
         assert failed.value.permanent is True
 
-    def test_caller_headers_do_not_follow_a_redirect_to_another_origin(self, settings, server, port, base):
-        settings.TRUSTED_FETCH_HOSTS = [f"127.0.0.1:{port}", f"localhost:{port}"]
+    def test_caller_headers_do_not_follow_a_redirect_to_another_origin(self, server, port, base, monkeypatch):
+        # Redirects to another origin only succeed to public hosts: play one with loopback judged public.
+        monkeypatch.setattr("generation.http.is_public_address", lambda ip: True)
         elsewhere = quote(f"http://localhost:{port}/image.png", safe="")
 
         fetch(f"{base}/redirect?to={elsewhere}", headers={"X-Caller-Token": "abc"})
@@ -406,7 +443,7 @@ class TestRedirects:
         assert second_path == "/image.png" and "X-Caller-Token" not in second_headers
 
     def test_caller_headers_follow_a_redirect_on_the_same_origin(self, trusted, server, base):
-        fetch(f"{base}/redirect?to=%2Fimage.png", headers={"X-Caller-Token": "abc"})
+        fetch(f"{base}/redirect?to=%2Fimage.png", headers={"X-Caller-Token": "abc"}, trusted=trusted)
 
         assert [headers.get("X-Caller-Token") for _, headers in server.seen] == ["abc", "abc"]
 
@@ -415,18 +452,18 @@ class TestByteCap:
     @pytest.mark.parametrize("path", ["/big", "/big-chunked", "/big-until-close"])
     def test_it_refuses_a_body_over_the_cap(self, trusted, base, path):
         with pytest.raises(DownloadError, match="larger than the") as failed:
-            fetch(f"{base}{path}", max_bytes=BIG - 1)
+            fetch(f"{base}{path}", max_bytes=BIG - 1, trusted=trusted)
         assert failed.value.permanent is True
 
     @pytest.mark.parametrize("path", ["/big", "/big-chunked", "/big-until-close"])
     def test_it_accepts_a_body_exactly_at_the_cap(self, trusted, base, path):
-        assert len(fetch(f"{base}{path}", max_bytes=BIG).data) == BIG
+        assert len(fetch(f"{base}{path}", max_bytes=BIG, trusted=trusted).data) == BIG
 
     def test_it_refuses_on_content_length_without_waiting_for_the_body(self, trusted, base):
         started = time.monotonic()
 
         with pytest.raises(DownloadError, match=r"larger than the 25 MB limit") as failed:
-            fetch(f"{base}/claims-huge", timeout=(1.0, 2.0))
+            fetch(f"{base}/claims-huge", timeout=(1.0, 2.0), trusted=trusted)
 
         assert failed.value.permanent is True
         assert time.monotonic() - started < 1.5, "it waited for the body instead of trusting Content-Length"
@@ -435,64 +472,62 @@ class TestByteCap:
         settings.DOWNLOAD_MAX_BYTES = 1000
 
         with pytest.raises(DownloadError, match="larger than"):
-            fetch(f"{base}/big")
+            fetch(f"{base}/big", trusted=trusted)
 
 
 class TestErrors:
     @pytest.mark.parametrize(("path", "status"), [("/missing", 404), ("/gone", 410), ("/forbidden", 403)])
     def test_client_errors_are_permanent(self, trusted, base, path, status):
         with pytest.raises(DownloadError) as failed:
-            fetch(f"{base}{path}")
+            fetch(f"{base}{path}", trusted=trusted)
 
         assert (failed.value.permanent, failed.value.status, failed.value.retry_after) == (True, status, None)
         assert str(status) in str(failed.value)
 
     def test_503_is_retryable_with_retry_after_seconds(self, trusted, base):
         with pytest.raises(DownloadError) as failed:
-            fetch(f"{base}/busy")
+            fetch(f"{base}/busy", trusted=trusted)
 
         assert (failed.value.permanent, failed.value.status, failed.value.retry_after) == (False, 503, 7.0)
 
     def test_429_is_retryable_with_retry_after_as_a_date(self, trusted, base):
         with pytest.raises(DownloadError) as failed:
-            fetch(f"{base}/slow-down")
+            fetch(f"{base}/slow-down", trusted=trusted)
 
         assert failed.value.permanent is False
         assert 100 < failed.value.retry_after <= 120
 
     def test_500_without_retry_after_is_retryable(self, trusted, base):
         with pytest.raises(DownloadError) as failed:
-            fetch(f"{base}/broken")
+            fetch(f"{base}/broken", trusted=trusted)
 
         assert (failed.value.permanent, failed.value.retry_after) == (False, None)
 
     def test_a_read_timeout_is_retryable(self, trusted, base):
         with pytest.raises(DownloadError, match="in time") as failed:
-            fetch(f"{base}/slow", timeout=(1.0, 0.2))
+            fetch(f"{base}/slow", timeout=(1.0, 0.2), trusted=trusted)
 
         assert failed.value.permanent is False
 
-    def test_a_refused_connection_is_retryable(self, settings):
+    def test_a_refused_connection_is_retryable(self):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             closed_port = probe.getsockname()[1]
-        settings.TRUSTED_FETCH_HOSTS = [f"127.0.0.1:{closed_port}"]
-
         with pytest.raises(DownloadError) as failed:
-            fetch(f"http://127.0.0.1:{closed_port}/image.png", timeout=(1.0, 1.0))
+            fetch(f"http://127.0.0.1:{closed_port}/image.png", timeout=(1.0, 1.0), trusted=[f"127.0.0.1:{closed_port}"])
 
         assert failed.value.permanent is False
 
 
 class TestSessionHygiene:
     def test_cookies_from_one_fetch_are_never_sent_on_the_next(self, trusted, server, base):
-        fetch(f"{base}/set-cookie")
-        fetch(f"{base}/image.png")
+        fetch(f"{base}/set-cookie", trusted=trusted)
+        fetch(f"{base}/image.png", trusted=trusted)
 
         assert all("Cookie" not in headers for _, headers in server.seen)
 
     def test_it_asks_for_an_uncompressed_body(self, trusted, server, base):
-        fetch(f"{base}/image.png")
+        fetch(f"{base}/image.png", trusted=trusted)
 
         (_, headers), *_ = server.seen
         assert headers["Accept-Encoding"] == "identity"

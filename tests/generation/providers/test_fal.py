@@ -258,7 +258,8 @@ class TestFalPoll:
         assert result.permanent
         assert result.error == "fal.ai answered HTTP 422: image_urls.0: Image is too large"
 
-    def test_it_fails_retryably_on_an_infrastructure_error(self, rsps):
+    @pytest.mark.parametrize("status", [500, 503, 504])
+    def test_it_fails_retryably_when_the_failed_result_replays_a_server_error(self, rsps, status):
         rsps.get(
             HANDLES["status_url"],
             json={
@@ -268,11 +269,106 @@ class TestFalPoll:
                 "error_type": "runner_disconnected",
             },
         )
+        rsps.get(BASE, json={"detail": "Internal Server Error"}, status=status)
         result = Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
         assert result.status == ResultStatus.FAILED
         assert not result.permanent
-        assert "runner_disconnected" in result.error
-        assert len(rsps.calls) == 1  # nothing to fetch
+        assert result.error == "fal.ai failed the request: Runner disconnected (runner_disconnected)"
+        # The result was fetched: its status, not the error text, decides.
+        assert [c.request.url for c in rsps.calls][1] == BASE
+
+    def test_a_failed_result_replaying_a_422_is_permanent_whatever_the_error_type(self, rsps):
+        rsps.get(
+            HANDLES["status_url"],
+            json={"status": "COMPLETED", "logs": None, "error": "Invalid status code: 422", "error_type": "x"},
+        )
+        detail = [{"loc": ["body", "prompt"], "msg": "see https://fal.ai/docs/x and /srv/app/main.py", "type": "v"}]
+        rsps.get(BASE, json={"detail": detail}, status=422)
+        result = Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert (result.status, result.permanent) == (ResultStatus.FAILED, True)
+        assert result.error == "fal.ai answered HTTP 422: prompt: see [url] and [path]"
+
+    def test_a_throttled_result_fetch_polls_again(self, rsps):
+        rsps.get(HANDLES["status_url"], json={"status": "COMPLETED", "logs": None, "error": "boom"})
+        rsps.get(BASE, json={"detail": "slow down"}, status=429, headers={"Retry-After": "90"})
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert not info.value.permanent
+        assert info.value.retry_after == 90.0
+
+    @pytest.mark.parametrize("status", ["FAILED", "", None, 7])
+    def test_it_fails_an_unknown_status_at_once_and_cancels_it(self, rsps, status):
+        rsps.get(HANDLES["status_url"], json={"status": status, "logs": None})
+        rsps.put(HANDLES["cancel_url"], json={"status": "CANCELLATION_REQUESTED"}, status=202)
+        result = Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert (result.status, result.permanent) == (ResultStatus.FAILED, True)
+        assert result.error == f"fal.ai answered an unknown request status ({status or 'none'})."
+        assert [c.request.method for c in rsps.calls] == ["GET", "PUT"]
+
+    @pytest.mark.parametrize("status", [429, 503])
+    def test_a_throttled_status_poll_reports_the_whole_retry_after(self, rsps, status):
+        rsps.get(HANDLES["status_url"], json={"detail": "busy"}, status=status, headers={"Retry-After": "120"})
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert not info.value.permanent
+        assert info.value.retry_after == 120.0  # not capped: the pipeline decides what to do with it
+        assert info.value.status_code == status
+
+    def test_a_pending_answer_with_retry_after_sets_the_next_poll(self, rsps):
+        rsps.get(HANDLES["status_url"], json={"status": "IN_QUEUE"}, status=202, headers={"Retry-After": "120"})
+        result = Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert result.status == ResultStatus.PENDING
+        assert result.poll_after == 120.0
+
+
+class TestFalStaysOnItsHost:
+    @pytest.mark.parametrize(
+        "foreign",
+        [
+            "http://169.254.169.254/latest/meta-data/iam",
+            "http://127.0.0.1:6379/requests/1/status",
+            "https://queue.fal.run.evil.test/fal-ai/flux-2/requests/1/status",
+            "http://queue.fal.run/fal-ai/flux-2/requests/1/status",  # same host, other scheme and port
+            "https://queue.fal.run:8443/fal-ai/flux-2/requests/1/status",
+            "https://evil.test\\@queue.fal.run/fal-ai/flux-2/requests/1/status",
+        ],
+    )
+    def test_a_status_url_on_another_host_is_never_requested(self, rsps, foreign):
+        handles = {**HANDLES, "status_url": foreign, "cancel_url": foreign}
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, handles)
+        assert info.value.permanent
+        assert info.value.message == "fal.ai answered with a URL on another host; it was not followed."
+        assert "169.254" not in info.value.message
+        with pytest.raises(ProviderError):
+            Fal(seeded("fal-ai/flux-2")).cancel(REQUEST_ID, handles)
+        assert len(rsps.calls) == 0  # not a connection attempt, let alone the key
+
+    def test_a_foreign_response_url_is_never_requested(self, rsps):
+        rsps.get(HANDLES["status_url"], json={"status": "COMPLETED", "logs": None})
+        handles = {**HANDLES, "response_url": "http://169.254.169.254/latest"}
+        result = Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, handles)
+        assert (result.status, result.permanent) == (ResultStatus.FAILED, True)
+        assert [c.request.url for c in rsps.calls] == [f"{HANDLES['status_url']}?logs=false"]
+
+    def test_a_redirect_from_the_api_host_is_not_followed_with_the_key(self, rsps):
+        rsps.get(HANDLES["status_url"], status=302, headers={"Location": "http://169.254.169.254/steal"})
+        with pytest.raises(ProviderError) as info:
+            Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert info.value.permanent
+        assert len(rsps.calls) == 1
+        assert rsps.calls[0].request.url.startswith("https://queue.fal.run/")
+
+    def test_its_api_host_is_the_configured_queue_url(self, rsps, settings):
+        settings.FAL_QUEUE_URL = "http://127.0.0.1:9999/fal"
+        local = {
+            name: url.replace("https://queue.fal.run", "http://127.0.0.1:9999/fal") for name, url in HANDLES.items()
+        }
+        rsps.get(local["status_url"], json={"status": "IN_PROGRESS"}, status=202)
+        assert Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, local).finished is False
+        with pytest.raises(ProviderError):
+            Fal(seeded("fal-ai/flux-2")).poll(GenerationRequest(prompt="p"), REQUEST_ID, HANDLES)
+        assert len(rsps.calls) == 1
 
     def test_it_reports_a_cancelled_request_as_canceled(self, rsps):
         rsps.get(
@@ -361,6 +457,8 @@ class TestFalResults:
         assert result.status == ResultStatus.FAILED
         assert result.permanent
         assert result.error == "fal.ai failed the request: prompt: field required"
+        leaky = {**body, "payload": {"detail": f"{FAL_KEY} cannot read https://s3.test/ref.png?sig=1"}}
+        assert webhook_result(leaky).error == "fal.ai failed the request: [redacted] cannot read [url]"
         unparsable = webhook_result({"status": "OK", "payload": None, "payload_error": "invalid JSON"})
         assert unparsable.status == ResultStatus.FAILED
         assert not unparsable.permanent

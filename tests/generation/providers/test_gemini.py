@@ -60,7 +60,8 @@ class TestGeminiSubmit:
         assert "Authorization" not in call.request.headers
         assert sent_json(call) == {
             "contents": [{"role": "user", "parts": [{"text": "a red fox in snow"}]}],
-            "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]},  # no seed: capabilities lack it
+            # Image only (providers.md 3.1); no seed: the capabilities lack it.
+            "generationConfig": {"responseModalities": ["IMAGE"]},
         }
         assert result.status == ResultStatus.SUCCEEDED
         [image] = result.images
@@ -96,7 +97,7 @@ class TestGeminiSubmit:
                 }
             ],
             "generationConfig": {
-                "responseModalities": ["TEXT", "IMAGE"],
+                "responseModalities": ["IMAGE"],
                 "imageConfig": {"aspectRatio": "3:4", "imageSize": "2K"},
                 "seed": 11,
             },
@@ -149,6 +150,64 @@ class TestGeminiRefusals:
             Gemini(flash()).submit(GenerationRequest(prompt="p"))
         assert info.value.permanent
         assert info.value.message == "Google's safety filters blocked the image (IMAGE_SAFETY)."
+
+
+MALFORMED = {
+    "not-base64": answer([{"inlineData": {"mimeType": "image/png", "data": "not base64!"}}]),
+    "not-an-image": answer([{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(b"<html>").decode()}}]),
+    "inline-data-without-data": answer([{"inlineData": {"mimeType": "image/png"}}]),
+    "a-stop-with-no-parts": answer([]),
+    "no-candidates": {"candidates": [], "modelVersion": "gemini-2.5-flash-image"},
+}
+
+
+class TestGeminiMalformedAnswers:
+    """Every answer is billed: a garbled one is asked for again once, then the request fails."""
+
+    @pytest.mark.parametrize("case", list(MALFORMED))
+    def test_the_first_garbled_answer_is_retryable(self, rsps, case):
+        rsps.post(URL, json=MALFORMED[case])
+        with pytest.raises(ProviderError) as info:
+            Gemini(flash()).submit(GenerationRequest(prompt="p", params={"attempt": 1, "submit_attempt": 1}))
+        assert not info.value.permanent
+        assert info.value.message.startswith("Google Gemini ")
+
+    @pytest.mark.parametrize("case", list(MALFORMED))
+    def test_a_garbled_answer_to_a_resubmit_is_permanent(self, rsps, case):
+        rsps.post(URL, json=MALFORMED[case])
+        with pytest.raises(ProviderError) as info:
+            Gemini(flash()).submit(GenerationRequest(prompt="p", params={"attempt": 1, "submit_attempt": 2}))
+        assert info.value.permanent
+        assert info.value.message.endswith("It was not asked for again: every answer is billed.")
+
+    def test_a_body_that_is_not_json_counts_as_garbled(self, rsps):
+        rsps.post(URL, body=b'{"candidates": [{"content"', content_type="application/json")
+        rsps.post(URL, body=b'{"candidates": [{"content"', content_type="application/json")
+        gemini = Gemini(flash())
+        with pytest.raises(ProviderError) as first:
+            gemini.submit(GenerationRequest(prompt="p", params={"submit_attempt": 1}))
+        with pytest.raises(ProviderError) as second:
+            gemini.submit(GenerationRequest(prompt="p", params={"submit_attempt": 2}))
+        assert (first.value.permanent, second.value.permanent) == (False, True)
+
+    def test_without_a_submit_count_it_goes_by_the_slot_attempt(self, rsps):
+        rsps.post(URL, json=MALFORMED["not-an-image"])
+        with pytest.raises(ProviderError) as info:
+            Gemini(flash()).submit(GenerationRequest(prompt="p", params={"attempt": 2}))
+        assert info.value.permanent
+
+    def test_it_reads_the_content_type_from_the_bytes_when_the_answer_has_none(self, rsps):
+        rsps.post(URL, json=answer([{"inlineData": {"data": PNG_B64}}]))
+        [image] = Gemini(flash()).submit(GenerationRequest(prompt="p")).images
+        assert (image.data, image.content_type) == (PNG, "image/png")
+
+    def test_what_the_model_said_is_sanitized(self, rsps):
+        said = f"See https://example.test/help, /etc/passwd and {API_KEY}"
+        rsps.post(URL, json=answer([{"text": said}]))
+        with pytest.raises(ProviderError) as info:
+            Gemini(flash()).submit(GenerationRequest(prompt="p"))
+        assert info.value.permanent  # a text-only answer is the model declining: asking again gets the same
+        assert info.value.message.endswith('The model said: "See [url], [path] and [redacted]"')
 
 
 class TestGeminiErrors:

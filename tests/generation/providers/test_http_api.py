@@ -10,6 +10,7 @@ import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from generation.providers.base import ProviderError, Reference
+from generation.providers.comfyui import ComfyUI
 from generation.providers.fal import Fal
 from generation.providers.gemini import Gemini
 from generation.providers.http_api import (
@@ -17,7 +18,9 @@ from generation.providers.http_api import (
     HttpApi,
     google_retry_delay,
     parse_retry_after,
+    sanitize_message,
     unique_references,
+    url_origin,
 )
 from generation.providers.replicate import Replicate
 from tests.generation.providers import api_model
@@ -28,6 +31,9 @@ PLANTED_KEY = "sk-planted-0123456789abcdef"
 
 class Example(HttpApi):
     api_label = "Example"
+
+    def api_base_url(self) -> str:
+        return "https://api.example.test/v1"
 
     def api_secret(self) -> str:
         return PLANTED_KEY
@@ -230,7 +236,109 @@ class TestHttpApiSecrets:
         assert PLANTED_KEY not in caplog.text
 
 
+class TestHttpApiStaysOnItsHost:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://169.254.169.254/latest/meta-data/",
+            "https://api.example.test.evil.test/v1/things",
+            "http://api.example.test/v1/things",
+            "https://api.example.test:444/v1/things",
+            "https://user@api.example.test/v1/things",
+            "https://evil.test\\@api.example.test/v1/things",
+            "ftp://api.example.test/v1/things",
+            "",
+        ],
+    )
+    def test_it_never_sends_anything_off_the_api_host(self, rsps, caplog, url):
+        with pytest.raises(ProviderError) as info:
+            Example().http("GET", url)
+        assert info.value.permanent
+        assert info.value.message == "Example answered with a URL on another host; it was not followed."
+        assert len(rsps.calls) == 0
+        assert PLANTED_KEY not in caplog.text
+
+    def test_the_api_host_ignores_case_default_port_and_a_trailing_dot(self):
+        Example().check_api_host("HTTPS://API.Example.test.:443/other/path?q=1")
+
+    def test_without_a_configured_base_url_nothing_is_sent(self, rsps):
+        class Unconfigured(Example):
+            def api_base_url(self) -> str:
+                return ""
+
+        with pytest.raises(ProviderError):
+            Unconfigured().http("GET", URL)
+        assert len(rsps.calls) == 0
+
+    @pytest.mark.parametrize(
+        ("adapter", "setting", "base", "trusted", "expected"),
+        [
+            (
+                Fal,
+                "FAL_QUEUE_URL",
+                "http://127.0.0.1:9000/fal",
+                ["127.0.0.1:9000", "10.0.0.5:8188"],
+                ("127.0.0.1:9000",),
+            ),
+            (Fal, "FAL_QUEUE_URL", "http://127.0.0.1:9000/fal", ["127.0.0.1"], ("127.0.0.1:9000",)),
+            (Fal, "FAL_QUEUE_URL", "https://queue.fal.run", ["10.0.0.5:8188"], ()),
+            (Replicate, "REPLICATE_API_URL", "http://127.0.0.1:9000/r", ["127.0.0.1:9001"], ()),
+            (
+                ComfyUI,
+                "COMFYUI_BASE_URL",
+                "http://10.0.0.5:8188",
+                ["http://10.0.0.5:8188", "127.0.0.1"],
+                ("10.0.0.5:8188",),
+            ),
+            (ComfyUI, "COMFYUI_BASE_URL", "http://[fd00::5]:8188", ["[fd00::5]:8188"], ("[fd00::5]:8188",)),
+        ],
+    )
+    def test_each_provider_trusts_only_its_own_host_for_downloads(
+        self, settings, adapter, setting, base, trusted, expected
+    ):
+        setattr(settings, setting, base)
+        settings.TRUSTED_FETCH_HOSTS = trusted
+        assert adapter(api_model("m", adapter.name)).fetch_trusted_hosts() == expected
+
+
+class TestSanitizeMessage:
+    def test_it_strips_urls_paths_addresses_and_keys(self, settings):
+        settings.REPLICATE_API_TOKEN = "r8-configured-token"
+        text = (
+            "Could not fetch https://bucket.s3.test/refs/a.png?X-Amz-Signature=deadbeef "
+            "(see http://10.0.0.5:8188/view). "
+            'File "/srv/app/.venv/lib/python3.12/site-packages/x.py", line 3; C:\\models\\flux.safetensors; '
+            "connect 169.254.169.254:80 refused; Authorization: Key 8a1b2c3d:f00d; Bearer r8_Abc123def456; "
+            "AIzaSyD-0123456789abcdef; api_key=hunter2; r8-configured-token; data:image/png;base64,iVBORw0KGgo="
+        )
+        assert sanitize_message(text) == (
+            'Could not fetch [url] (see [url]). File "[path]", line 3; [path]; connect [address] refused; '
+            "[redacted]; [redacted]; [redacted]; [redacted]; [redacted]; [data]"
+        )
+
+    def test_it_keeps_what_users_need_to_read(self):
+        text = "num_images: ensure this value is <= 4 (fal-ai/flux-2/flash, image/png); token expired; key missing"
+        assert sanitize_message(text) == text
+
+    def test_it_redacts_the_given_secret_and_trims_to_one_short_line(self):
+        assert sanitize_message("a\n\n b\tSECRETVALUE", ["SECRETVALUE"]) == "a b [redacted]"
+        trimmed = sanitize_message("word " * 200, limit=50)
+        assert len(trimmed) == 50 and trimmed.endswith("…")
+
+    def test_every_adapter_error_goes_through_it(self, rsps):
+        rsps.get(URL, json={"why": "bad input at /srv/app/main.py, see https://docs.example.test/e"}, status=422)
+        with pytest.raises(ProviderError) as info:
+            Example().http("GET", URL)
+        assert info.value.message == "Example answered HTTP 422: bad input at [path], see [url]"
+
+
 class TestHelpers:
+    def test_it_reads_url_origins(self):
+        assert url_origin("https://Queue.Fal.Run./a?b") == ("https", "queue.fal.run", 443)
+        assert url_origin("http://127.0.0.1:9/") == ("http", "127.0.0.1", 9)
+        assert url_origin("https://a.test:99999/") is None
+        assert url_origin("https://a.test /x") is None
+
     def test_it_parses_retry_after_values(self):
         assert parse_retry_after("30") == 30.0
         assert parse_retry_after("1.5") == 1.5

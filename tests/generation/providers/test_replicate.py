@@ -249,6 +249,54 @@ class TestReplicatePoll:
         result = Replicate(sdxl()).poll(GenerationRequest(prompt="p"), PREDICTION_ID, HANDLES)
         assert result.status == ResultStatus.FAILED
 
+    def test_it_keeps_urls_paths_and_keys_out_of_a_failure_message(self, rsps, settings):
+        settings.FAL_KEY = "fal-other-provider-key-123"
+        error = (
+            f"Traceback: /src/predict.py line 9: cannot open https://s3.test/ref.png?X-Amz-Signature=abc "
+            f"with {TOKEN} or fal-other-provider-key-123"
+        )
+        rsps.get(GET_URL, json=prediction("failed", error=error))
+        result = Replicate(sdxl()).poll(GenerationRequest(prompt="p"), PREDICTION_ID, HANDLES)
+        assert result.error == "Replicate: Traceback: [path] line 9: cannot open [url] with [redacted] or [redacted]"
+
+    @pytest.mark.parametrize("status", [429, 503])
+    def test_a_throttled_poll_reports_the_whole_retry_after(self, rsps, status):
+        rsps.get(GET_URL, json={"detail": "Request was throttled."}, status=status, headers={"Retry-After": "120"})
+        with pytest.raises(ProviderError) as info:
+            Replicate(sdxl()).poll(GenerationRequest(prompt="p"), PREDICTION_ID, HANDLES)
+        assert not info.value.permanent
+        assert info.value.retry_after == 120.0
+
+
+class TestReplicateStaysOnItsHost:
+    FOREIGN = {
+        "get": "http://169.254.169.254/latest/meta-data/",
+        "cancel": "http://127.0.0.1:8080/v1/predictions/x/cancel",
+    }
+
+    def test_urls_from_a_prediction_on_another_host_are_never_requested(self, rsps):
+        rsps.post(
+            "https://api.replicate.com/v1/predictions",
+            json=prediction("starting", urls=self.FOREIGN),
+            status=201,
+        )
+        replicate = Replicate(sdxl())
+        submitted = replicate.submit(GenerationRequest(prompt="p"))
+        with pytest.raises(ProviderError) as info:
+            replicate.poll(GenerationRequest(prompt="p"), submitted.external_id, submitted.handles)
+        assert info.value.permanent
+        assert info.value.message == "Replicate answered with a URL on another host; it was not followed."
+        with pytest.raises(ProviderError):
+            replicate.cancel(submitted.external_id, submitted.handles)
+        assert [c.request.url for c in rsps.calls] == ["https://api.replicate.com/v1/predictions"]
+
+    def test_a_redirect_is_not_followed_with_the_token(self, rsps):
+        rsps.get(GET_URL, status=307, headers={"Location": "http://127.0.0.1:8080/collect"})
+        with pytest.raises(ProviderError) as info:
+            Replicate(sdxl()).poll(GenerationRequest(prompt="p"), PREDICTION_ID, HANDLES)
+        assert info.value.permanent
+        assert [c.request.url for c in rsps.calls] == [GET_URL]
+
 
 class TestReplicateCancel:
     def test_it_posts_an_empty_body_to_the_cancel_url(self, rsps):
