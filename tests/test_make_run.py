@@ -104,3 +104,44 @@ def test_the_embedded_default_serves_the_studio_and_runs_jobs(embedded_env, stop
     # Either way both stop: no worker is left behind.
     leftover = subprocess.run(["pgrep", "-f", embedded_env["VAR_DIR"]], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+def test_a_worker_that_dies_under_make_run_is_started_again(embedded_env, tmp_path):
+    manage(embedded_env, "migrate", "--noinput")
+    manage(embedded_env, "seed_models")
+    manage(embedded_env, "ensure_demo_user")
+    log_path = tmp_path / "rundev.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "rundev", "--addr", f"127.0.0.1:{free_port()}"],
+            cwd=ROOT,
+            env={**embedded_env, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        first = wait_for_line(log_path, "Celery worker started (pid ")
+        os.kill(int(first.split("(pid ")[1].rstrip(").")), signal.SIGKILL)
+        wait_for_line(log_path, "starting it again")
+        # The new worker picks up work as the first did.
+        assert "JOB succeeded 2" in manage(embedded_env, "shell", "-c", JOB_SCRIPT)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    leftover = subprocess.run(["pgrep", "-f", embedded_env["VAR_DIR"]], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
+
+
+def wait_for_line(path: Path, text: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in path.read_text(errors="replace").splitlines():
+            if text in line:
+                return line.strip()
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} never appeared in rundev's output: {path.read_text()[-2000:]}")
