@@ -13,6 +13,7 @@ from PIL import Image, ImageChops, ImageStat
 from playwright.sync_api import expect
 
 from generation.models import GenerationJob, JobMode, JobStatus
+from generation.services.jobs import job_create
 from models_registry.models import ApiModel
 from studio.models import AssetSource, Character, WorkspaceAsset
 from tests.e2e.conftest import fails_at, final_prompt, htmx_idle, login, prompt_where
@@ -268,6 +269,39 @@ def test_references_come_from_uploads_and_drops_and_bad_files_are_refused(page, 
     htmx_idle(page)
     done.locator(".tile").drag_to(controls.locator("[data-dropzone]"))
     expect(controls.locator('input[name="ref1"]')).to_have_value(str(done_asset_of(done)))
+
+
+def test_cancel_wins_over_the_card_refreshes_around_it(page, users, models, screenshot):
+    """A Cancel on its way while the card keeps refreshing: no refresh may bring "Running" back over it."""
+    alice, _ = users
+    # The offline engine slowed down: the job runs long enough for any number of card refreshes.
+    job = job_create(user=alice, model=models, prompt="slow portrait", images=2, params={"simulate": {"latency": 60}})
+    login(page, "alice", "alice-password")
+    running = page.locator(f"#job-{job.pk}")
+    expect(running.locator(".progress")).to_be_visible()
+    htmx_idle(page)
+
+    # A slow network: the cancel's post takes a while to reach the server...
+    held: list[object] = []
+    page.route(f"**/jobs/{job.pk}/cancel", lambda route: held.append(route))
+    running.get_by_role("button", name="Cancel").click()
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the cancel was never posted"
+    # ...while the card's once-a-second refresh would go on, each answered "Running".
+    page.wait_for_timeout(2500)
+    # From here on no refresh may answer: only the cancel's own answer can show the outcome.
+    page.route(f"**/jobs/{job.pk}/card", lambda route: route.abort())
+    held[0].continue_()
+
+    expect(running).to_have_attribute("data-status", "canceled", timeout=5_000)
+    expect(running.locator(".progress")).to_have_count(0)
+    expect(running.locator(".outcome-canceled")).to_contain_text("Canceled.")
+    screenshot(page, "12-canceled-while-refreshing", full_page=False)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELED
 
 
 def test_characters_and_a_locked_portrait(page, users, models, screenshot):
