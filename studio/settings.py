@@ -213,6 +213,8 @@ PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL")
 # "whsec_..." key of GET /v1/webhooks/default/secret; fal signs with keys from its JWKS.
 REPLICATE_WEBHOOK_SECRET = env_secret("REPLICATE_WEBHOOK_SECRET")
 FAL_WEBHOOK_JWKS_URL = env_str("FAL_WEBHOOK_JWKS_URL", "https://rest.fal.ai/.well-known/jwks.json")
+# Seconds a web worker may wait on the JWKS while checking a delivery (a failure is cached a minute).
+FAL_WEBHOOK_JWKS_TIMEOUT = env_float("FAL_WEBHOOK_JWKS_TIMEOUT", 3.0)
 FAL_USER_ID = env_str("FAL_USER_ID")
 WEBHOOK_TOLERANCE_SECONDS = env_int("WEBHOOK_TOLERANCE_SECONDS", 300)
 # API base URLs are settings so tests can point the real adapters at the loopback simulator.

@@ -46,6 +46,10 @@ JWKS_CACHE_SECONDS = 24 * 3600
 # A signature no cached key verifies may mean fal rotated its keys; refetch, but not on every
 # forged delivery.
 JWKS_REFRESH_SECONDS = 300
+# A failed JWKS fetch is remembered this long: while fal's key host is down, each delivery is
+# answered 503 at once (fal retries it) instead of holding a web worker for another timeout.
+JWKS_FAILURE_SECONDS = 60
+JWKS_FAILED_KEY = f"{JWKS_CACHE_KEY}:failed"
 
 
 class WebhookRejected(Exception):
@@ -123,20 +127,27 @@ def _public_key(jwk: Any) -> Ed25519PublicKey | None:
         return None
 
 
+def _jwks_timeout() -> tuple[float, float]:
+    """(connect, read): short, since a web worker waits on it while an unsigned POST is being checked."""
+    seconds = float(settings.FAL_WEBHOOK_JWKS_TIMEOUT)
+    return (min(seconds, float(settings.PROVIDER_CONNECT_TIMEOUT)), seconds)
+
+
 def _fetch_jwks() -> list[dict]:
+    if cache.get(JWKS_FAILED_KEY):
+        raise WebhookRejected("the signing keys could not be fetched recently", status=503)
     # The staff-configured fal URL goes through the provider session, not the user-URL fetcher.
     try:
-        response = http_api.session.get(
-            settings.FAL_WEBHOOK_JWKS_URL, timeout=http_api.timeouts(), allow_redirects=False
-        )
+        response = http_api.session.get(settings.FAL_WEBHOOK_JWKS_URL, timeout=_jwks_timeout(), allow_redirects=False)
         if response.status_code != 200:  # redirects included: the URL is fixed, never followed
             raise requests.HTTPError(f"HTTP {response.status_code}")
         keys = response.json().get("keys")
+        if not isinstance(keys, list):
+            raise ValueError("no keys list")
     except (requests.RequestException, ValueError, AttributeError) as exc:
         logger.warning("could not fetch the fal webhook JWKS: %s", type(exc).__name__)
+        cache.set(JWKS_FAILED_KEY, 1, timeout=JWKS_FAILURE_SECONDS)
         raise WebhookRejected("the signing keys could not be fetched", status=503) from None
-    if not isinstance(keys, list):
-        raise WebhookRejected("the signing keys could not be read", status=503)
     cache.set(JWKS_CACHE_KEY, keys, timeout=JWKS_CACHE_SECONDS)
     return keys
 
@@ -193,29 +204,37 @@ def _body_json(body: bytes) -> dict[str, Any]:
     return parsed
 
 
+def _provider_ids(provider: str, headers: Mapping[str, str], payload: dict[str, Any]) -> set[str]:
+    """The provider request ids a delivery names (unverified until its signature is checked)."""
+    if provider == "replicate":
+        ids = {str(payload.get("id") or "")}
+    else:
+        # Both are covered by the signature (header in the message, body by its hash).
+        ids = {headers.get("X-Fal-Webhook-Request-Id", ""), str(payload.get("request_id") or "")}
+    ids.discard("")
+    return ids
+
+
 def webhook_receive(*, provider: str, request_id: uuid.UUID, headers: Mapping[str, str], body: bytes) -> str:
     """Verify a delivery for our ProviderRequest `request_id` and have it polled.
 
     Returns what happened ("accepted", "replayed", "ignored"); raises WebhookRejected otherwise.
+    The request is looked up before the signature is checked: a POST for a request we never made
+    (or one naming another provider request) is refused by one indexed query, and never makes the
+    fal check fetch its JWKS.
     """
-    if provider == "replicate":
-        delivery_id = replicate_verify(headers=headers, body=body)
-        payload = _body_json(body)
-        provider_ids = {str(payload.get("id") or "")}
-    elif provider == "fal":
-        delivery_id = fal_verify(headers=headers, body=body)
-        payload = _body_json(body)
-        # Both are covered by the signature (header in the message, body by its hash).
-        provider_ids = {headers.get("X-Fal-Webhook-Request-Id", ""), str(payload.get("request_id") or "")}
-    else:
+    if provider not in WEBHOOK_PROVIDERS:
         raise WebhookRejected("unknown provider", status=404)
-    provider_ids.discard("")
-
+    payload = _body_json(body)
+    provider_ids = _provider_ids(provider, headers, payload)
     request = ProviderRequest.objects.filter(pk=request_id, provider=provider).first()
     if request is None:
         raise WebhookRejected("unknown request", status=404)
     if request.external_id and request.external_id not in provider_ids:
         raise WebhookRejected("the delivery is for another request", status=400)
+
+    verify = replicate_verify if provider == "replicate" else fal_verify
+    delivery_id = verify(headers=headers, body=body)
     final = request.status not in (RequestStatus.PENDING, RequestStatus.SUBMITTED)
     if not request.external_id:
         if final:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from unittest import mock
 
 import pytest
+import requests
 import responses
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -60,7 +61,8 @@ def webhook_settings(settings):
     settings.FAL_USER_ID = ""
     settings.FAL_KEY = "fal-test-key"
     settings.REPLICATE_API_TOKEN = "r8_test"
-    keys = [webhooks.JWKS_CACHE_KEY, f"{webhooks.JWKS_CACHE_KEY}:refreshed", "provider-health:fal"]
+    keys = [webhooks.JWKS_CACHE_KEY, f"{webhooks.JWKS_CACHE_KEY}:refreshed", webhooks.JWKS_FAILED_KEY]
+    keys += ["provider-health:fal"]
     keys += ["provider-health:replicate"]
     cache.delete_many(keys)
     yield
@@ -300,6 +302,51 @@ class TestFalSignature:
             with pytest.raises(webhooks.WebhookRejected) as exc:
                 webhooks.fal_verify(headers=fal_sign(fal_key, b"{}", request_id="a"), body=b"{}")
         assert exc.value.status == 503
+
+
+class TestFalWebhookCost:
+    """An unsigned POST must not be able to hold web workers on the JWKS host."""
+
+    def test_a_post_for_an_unknown_or_other_request_never_fetches_the_jwks(self, alice, fal_key):
+        request = submitted_request(alice, "fal")
+        body = json.dumps({"request_id": "someone-else", "status": "OK", "payload": {}}).encode()
+        headers = fal_sign(fal_key, body, request_id="someone-else")
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
+            mocked.get(JWKS_URL, json={"keys": [jwk(fal_key)]})
+            unknown = post(reverse("generation:webhook-fal", args=[uuid.uuid4()]), body, headers)
+            other = post(fal_url(request), body, headers)
+            assert len(mocked.calls) == 0
+        assert (unknown.status_code, other.status_code) == (404, 400)
+
+    def test_a_down_jwks_host_is_asked_once_for_many_deliveries(self, alice, fal_key, enqueued):
+        request = submitted_request(alice, "fal")
+        body = fal_body(request)
+        with responses.RequestsMock() as mocked:
+            mocked.get(JWKS_URL, body=requests.ConnectTimeout("down"))
+            answers = [
+                post(fal_url(request), body, fal_sign(fal_key, body, request_id=request.external_id)).status_code
+                for _ in range(3)
+            ]
+            assert len(mocked.calls) == 1
+        assert answers == [503, 503, 503]  # fal delivers again later
+        enqueued.assert_not_called()
+
+    def test_the_failure_is_forgotten_after_a_minute(self, fal_key, jwks):
+        cache.set(webhooks.JWKS_FAILED_KEY, 1)
+        with pytest.raises(webhooks.WebhookRejected):
+            webhooks.fal_verify(headers=fal_sign(fal_key, b"{}", request_id="a"), body=b"{}")
+        assert len(jwks.calls) == 0
+        assert webhooks.JWKS_FAILURE_SECONDS == 60
+        cache.delete(webhooks.JWKS_FAILED_KEY)  # what the cache timeout does
+        webhooks.fal_verify(headers=fal_sign(fal_key, b"{}", request_id="a"), body=b"{}")
+        assert len(jwks.calls) == 1
+
+    def test_the_jwks_fetch_uses_a_short_timeout(self, fal_key, jwks, settings):
+        settings.FAL_WEBHOOK_JWKS_TIMEOUT = 3.0
+        settings.PROVIDER_CONNECT_TIMEOUT = 5.0
+        settings.PROVIDER_READ_TIMEOUT = 60.0
+        webhooks.fal_verify(headers=fal_sign(fal_key, b"{}", request_id="a"), body=b"{}")
+        assert jwks.calls[0].request.req_kwargs["timeout"] == (3.0, 3.0)
 
 
 class TestFalWebhook:
