@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from generation import limits
@@ -80,16 +80,18 @@ def jobs_sweep(now=None) -> SweepPlan:  # noqa: ANN001
 
     running = ProviderRequest.objects.filter(job__status=JobStatus.RUNNING)
     redriven = []
-    for request in running.filter(status__in=[RequestStatus.PENDING, RequestStatus.SUBMITTED], due_at__lt=overdue):
-        if request.status == RequestStatus.PENDING:
-            plan.submit.append(str(request.pk))
-        elif request.external_id:
-            plan.poll.append(str(request.pk))
+    # Rows from before due times existed have none: their age decides, as it used to.
+    due = Q(due_at__lt=overdue) | Q(due_at__isnull=True, updated_at__lt=stale)
+    for request in running.filter(due, status__in=[RequestStatus.PENDING, RequestStatus.SUBMITTED]).exclude(
+        status=RequestStatus.SUBMITTED, external_id=""
+    ):
+        (plan.submit if request.status == RequestStatus.PENDING else plan.poll).append(str(request.pk))
         redriven.append(request.pk)
     # Marked as just due, so the next sweep leaves them to the message sent now unless that is lost too.
     ProviderRequest.objects.filter(pk__in=redriven).update(due_at=now)
 
-    for request in running.filter(status=RequestStatus.SUBMITTED, external_id="", sent_at__lt=overdue):
+    sent = Q(sent_at__lt=overdue) | Q(sent_at__isnull=True, updated_at__lt=stale)
+    for request in running.filter(sent, status=RequestStatus.SUBMITTED, external_id=""):
         # A live worker renews the lease that names the request while its submit call runs.
         if not limits.submit_in_flight(request.provider, str(request.pk)):
             plan.recover.append(str(request.pk))
