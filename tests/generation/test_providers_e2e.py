@@ -516,6 +516,93 @@ def test_a_gemini_call_that_times_out_is_retried(sim, alice):
     assert second.started - first.started < READ_TIMEOUT + 1.4
 
 
+# --- provider calls stay with their provider; fal and Gemini fidelity -----------------------------
+
+
+@contextmanager
+def canary_listener():
+    """A loopback port that records whether anything connected to it (a host that must never be called)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.05)
+        connected: list = []
+
+        def reached() -> bool:
+            with suppress(TimeoutError):
+                connection, _ = listener.accept()
+                connected.append(connection.recv(65536))
+                connection.close()
+            return bool(connected)
+
+        yield listener.getsockname()[1], reached, connected
+
+
+def test_a_fal_status_url_on_another_host_is_never_called(sim, alice):
+    with canary_listener() as (port, reached, received):
+        sim.configure(latency=0.1, fal_urls_base=f"http://127.0.0.1:{port}/fal")
+        make_chain("t2i", [FAL_MODEL, GEMINI_MODEL])
+        label = tag()
+        job = wait_for_job(run(alice, FAL_MODEL, 1, label))
+
+        assert job.status == JobStatus.FAILED
+        assert "a URL on another host; it was not followed" in errors_text(job)
+        assert not reached(), f"the worker connected to the foreign host and sent: {received}"
+    assert len(sim.calls_for("fal", "submit", contains=label)) == 1
+    assert sim.calls_for("fal", "status") == []
+    # Not an outage: nothing else is paid for the same images.
+    assert sim.calls_for("gemini") == [] and not job.fallback_attempted
+
+
+@pytest.mark.parametrize("status", [422, 500])
+def test_a_failed_fal_job_is_judged_by_the_status_its_result_replays(sim, alice, status):
+    sim.configure(latency=0.1, fail_jobs=1, fal_job_error_status=status)
+    make_chain("t2i", [FAL_MODEL, GEMINI_MODEL])
+    label = tag()
+    job = wait_for_job(run(alice, FAL_MODEL, 1, label))
+
+    (result,) = sim.calls_for("fal", "result")
+    assert result.status == status  # the result was fetched and read
+    if status == 422:
+        # The input was refused: permanent, with fal's own words, and no other billed provider.
+        assert job.status == JobStatus.FAILED
+        assert "prompt: The prompt was flagged by the content checker." in errors_text(job)
+        assert sim.calls_for("gemini") == [] and not job.fallback_attempted
+    else:
+        # A runner failure (unbilled): the images move on to the next model of the chain.
+        assert_succeeded_with(job, 1)
+        assert job.fallback_attempted and job.provider == "gemini"
+        assert len(sim.calls_for("gemini", "generate", contains=label)) == 1
+
+
+def test_an_unknown_fal_status_fails_the_job_at_once(sim, alice):
+    sim.configure(latency=5, fal_status_override="SOMETHING_NEW")
+    started = time.monotonic()
+    job = wait_for_job(run(alice, FAL_MODEL, 1, tag()))
+
+    assert job.status == JobStatus.FAILED
+    assert "unknown request status (SOMETHING_NEW)" in errors_text(job)
+    assert time.monotonic() - started < 10  # not polled until the job deadline
+    assert len(sim.calls_for("fal", "status")) == 1
+    assert len(sim.calls_for("fal", "cancel")) == 1  # nobody will collect it: fal is told to stop
+
+
+@pytest.mark.parametrize("broken", [1, 5])
+def test_a_garbled_gemini_image_is_asked_for_again_once_at_most(sim, alice, broken):
+    sim.configure(gemini_broken_next=broken, gemini_broken_kind="not-an-image")
+    label = tag()
+    job = wait_for_job(run(alice, GEMINI_MODEL, 1, label))
+
+    calls = sim.calls_for("gemini", "generate", contains=label)
+    assert len(calls) == 2  # each answer is billed: one resubmit, never more
+    assert all(c.json["generationConfig"]["responseModalities"] == ["IMAGE"] for c in calls)
+    if broken == 1:
+        assert_succeeded_with(job, 1)
+    else:
+        assert job.status == JobStatus.FAILED
+        assert "not a PNG, JPEG or WebP image. It was not asked for again" in errors_text(job)
+
+
 # --- cancel -------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,11 @@ Knobs (attributes, or configure(**knobs)): latency, latencies {provider: s}, num
 replicate_output_string, replicate_prefer_wait, gemini_mode ("image" | "text" | "blocked"),
 gemini_block_reason, concurrency_cap, webhooks_enabled, forge_webhook_signatures,
 webhook_timestamp_skew, echo_credentials, accepted_keys, fail_jobs, timeout_seconds,
-fal_max_num_images, replicate_max_outputs. Fault rules: fail_next, rate_limit_next, fail_fraction,
+fal_max_num_images, replicate_max_outputs, fal_urls_base (hand out URLs on a foreign host),
+fal_job_error_status (what a failed job's result GET replays: 422 or a 5xx), fal_status_override (an
+unknown status), fal_status_retry_after (Retry-After on pending polls), gemini_require_image_modality
+(text only unless responseModalities has IMAGE), gemini_broken_next / gemini_broken_kind (garbled
+image parts). Fault rules: fail_next, rate_limit_next, fail_fraction,
 outage, timeout_next, malformed_next, drop_next, clear_faults. See server.py for the protocol details.
 """
 

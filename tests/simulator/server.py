@@ -74,6 +74,13 @@ _KNOBS = (
     "timeout_seconds",
     "fal_max_num_images",
     "replicate_max_outputs",
+    "fal_urls_base",
+    "fal_job_error_status",
+    "fal_status_override",
+    "fal_status_retry_after",
+    "gemini_require_image_modality",
+    "gemini_broken_next",
+    "gemini_broken_kind",
 )
 
 
@@ -303,6 +310,24 @@ class Simulator:
             self.timeout_seconds = 3.0
             self.fal_max_num_images = 10
             self.replicate_max_outputs = 4
+            # fal hands out its status/response/cancel URLs on this base instead of its own (a foreign
+            # host: the studio must never call it, let alone with the key). None: the simulator's fal_url.
+            self.fal_urls_base: str | None = None
+            # The HTTP status a failed fal job's result GET replays: 422 (the model refused the input,
+            # COMPLETED with error "Invalid status code: 422") or a 5xx (a runner failure, with
+            # error_type runner_disconnected).
+            self.fal_job_error_status = 422
+            # Status polls answer 200 with this status instead of the real one (an unknown status).
+            self.fal_status_override: str | None = None
+            # Pending (202) status answers carry this Retry-After (seconds), as a busy queue may.
+            self.fal_status_retry_after: float | None = None
+            # A generateContent whose generationConfig.responseModalities lacks "IMAGE" is answered with
+            # text only. Stricter than the real API, which may still draw: it proves the studio asks.
+            self.gemini_require_image_modality = True
+            # The next N Gemini answers carry a broken image part (each still billed, as on Google):
+            # gemini_broken_kind "not-an-image" (base64 of HTML), "not-base64" or "no-data".
+            self.gemini_broken_next = 0
+            self.gemini_broken_kind = "not-an-image"
             self.faults: list[Fault] = []
             self.calls: list[Call] = []
             self.deliveries: list[Delivery] = []
@@ -776,7 +801,7 @@ class Simulator:
         return "/".join(segments[:keep])
 
     def _fal_urls(self, job: _Job) -> dict[str, str]:
-        base = f"{self.fal_url}/{job.prefix}/requests/{job.id}"
+        base = f"{(self.fal_urls_base or self.fal_url).rstrip('/')}/{job.prefix}/requests/{job.id}"
         return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
 
     def _fal_submit(self, call: Call, params: dict[str, str]) -> _Response:
@@ -847,6 +872,13 @@ class Simulator:
             "prompt": job.input.get("prompt", ""),
         }
 
+    def _fal_job_error(self) -> tuple[str, str | None, int, dict[str, Any]]:
+        """(error, error_type, result status, result body) of a failed fal job (fal_job_error_status)."""
+        status = self.fal_job_error_status
+        if status >= 500:
+            return "Runner disconnected", "runner_disconnected", status, {"detail": "Runner disconnected"}
+        return f"Invalid status code: {status}", None, status, self._FAL_JOB_ERROR
+
     _FAL_JOB_ERROR = {
         "detail": [
             {
@@ -863,12 +895,18 @@ class Simulator:
             return self._error("fal", 404, "Request not found")
         logs_wanted = (call.query.get("logs") or ["0"])[0] in {"1", "true"}
         common = {"request_id": job.id, **self._fal_urls(job)}
+        if self.fal_status_override is not None:
+            return _Response.json(200, {"status": self.fal_status_override, "logs": None, **common})
         state = job.state()
+        wait = self.fal_status_retry_after
+        pending_headers = {"Retry-After": f"{wait:g}"} if wait is not None else {}
         if state == "queued":
-            return _Response.json(202, {"status": "IN_QUEUE", "queue_position": 0, "logs": None, **common})
+            answer = {"status": "IN_QUEUE", "queue_position": 0, "logs": None, **common}
+            return _Response.json(202, answer, pending_headers)
         if state == "running":
             logs = [{"message": "step 1/4", "level": "INFO", "source": "user", "timestamp": _now_iso()}]
-            return _Response.json(202, {"status": "IN_PROGRESS", "logs": logs if logs_wanted else None, **common})
+            answer = {"status": "IN_PROGRESS", "logs": logs if logs_wanted else None, **common}
+            return _Response.json(202, answer, pending_headers)
         answer = {
             "status": "COMPLETED",
             "logs": [] if logs_wanted else None,
@@ -878,7 +916,7 @@ class Simulator:
             **common,
         }
         if state == "failed":
-            answer["error"] = "Invalid status code: 422"
+            answer["error"], answer["error_type"], _, _ = self._fal_job_error()
         elif state == "canceled":
             answer["error"], answer["error_type"] = "Request was cancelled", "request_cancelled"
         return _Response.json(200, answer)
@@ -891,7 +929,8 @@ class Simulator:
         if state in {"queued", "running"}:
             return self._error("fal", 400, "Request is still in progress")
         if state == "failed":
-            return self._error("fal", 422, "", body=self._FAL_JOB_ERROR)
+            _, _, status, body = self._fal_job_error()
+            return self._error("fal", status, "", body=body)
         if state == "canceled":
             return self._error("fal", 400, "Request was cancelled")
         return _Response.json(200, self._fal_output(job))
@@ -914,7 +953,8 @@ class Simulator:
         if state == "succeeded":
             body.update(status="OK", payload=self._fal_output(job))
         else:
-            body.update(status="ERROR", error="Invalid status code: 422", payload=self._FAL_JOB_ERROR)
+            _, _, status, payload = self._fal_job_error()
+            body.update(status="ERROR", error=f"Invalid status code: {status}", payload=payload)
         raw = json.dumps(body).encode()
         forged = self.forge_webhook_signatures
         signer = FalSigner() if forged else self.fal_signer
@@ -1053,6 +1093,8 @@ class Simulator:
             return self._error(
                 "gemini", 400, f"Multiple candidates is not enabled for models/{params['model']}.", header=False
             )
+        modalities = config.get("responseModalities") or config.get("response_modalities") or []
+        wants_image = isinstance(modalities, list) and "IMAGE" in [str(m).upper() for m in modalities]
         self._sleep(self._latency("gemini"))
         response_id = secrets.token_urlsafe(16)
         usage = {"promptTokenCount": 270, "candidatesTokenCount": 1299, "totalTokenCount": 1569}
@@ -1064,7 +1106,9 @@ class Simulator:
             candidate = {"content": {"role": "model", "parts": []}, "finishReason": "IMAGE_SAFETY", "index": 0}
             return _Response.json(200, {"candidates": [candidate], **common})
         parts: list[dict[str, Any]] = []
-        if mode == "text" or self.num_images == 0:
+        if self._take_broken_image():
+            parts.append({"inlineData": self._broken_inline_data()})
+        elif mode == "text" or self.num_images == 0 or (self.gemini_require_image_modality and not wants_image):
             parts.append({"text": "I can make that picture; tell me more about the setting you would like."})
         else:
             parts.append({"text": "Here is your image."})
@@ -1073,6 +1117,21 @@ class Simulator:
                 parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(data).decode()}})
         candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
         return _Response.json(200, {"candidates": [candidate], **common})
+
+    def _take_broken_image(self) -> bool:
+        with self._lock:
+            if self.gemini_broken_next > 0:
+                self.gemini_broken_next -= 1
+                return True
+        return False
+
+    def _broken_inline_data(self) -> dict[str, str]:
+        kind = self.gemini_broken_kind
+        if kind == "no-data":
+            return {"mimeType": "image/png"}
+        if kind == "not-base64":
+            return {"mimeType": "image/png", "data": "this is not base64!"}
+        return {"mimeType": "image/png", "data": base64.b64encode(b"<html>an error page</html>").decode()}
 
     # --- webhooks ---------------------------------------------------------------------------
     def _post(self, delivery: Delivery) -> None:

@@ -39,7 +39,10 @@ def is_png(data: bytes) -> bool:
 
 
 def gemini_body(prompt="a cat"):
-    return {"contents": [{"role": "user", "parts": [{"text": prompt}]}], "generationConfig": {}}
+    return {
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+        "generationConfig": {"responseModalities": ["IMAGE"]},
+    }
 
 
 # --- signatures: the reference's test vectors ---------------------------------------------------
@@ -162,6 +165,52 @@ def test_a_failed_fal_generation_completes_with_an_error_and_replays_it(simulato
     assert result.status_code == 422 and result.json()["detail"][0]["type"] == "content_policy_violation"
 
 
+def fal_submit(simulator, model="fal-ai/flux-2"):
+    return requests.post(
+        f"{simulator.fal_url}/{model}", json={"prompt": "x"}, headers=fal_headers(simulator), timeout=5
+    ).json()
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "error_type"),
+    [
+        (422, "Invalid status code: 422", None),
+        (500, "Runner disconnected", "runner_disconnected"),
+        (503, "Runner disconnected", "runner_disconnected"),
+    ],
+)
+def test_a_failed_fal_job_replays_the_chosen_status(simulator, status, error, error_type):
+    simulator.configure(latency=0.05, fail_jobs=1, fal_job_error_status=status)
+    body = fal_submit(simulator)
+    time.sleep(0.1)
+    answer = requests.get(body["status_url"], headers=fal_headers(simulator), timeout=5).json()
+    assert answer["status"] == "COMPLETED"
+    assert (answer["error"], answer["error_type"]) == (error, error_type)
+    result = requests.get(body["response_url"], headers=fal_headers(simulator), timeout=5)
+    assert result.status_code == status
+    assert result.json()["detail"]
+
+
+def test_fal_can_hand_out_urls_on_a_foreign_host(simulator):
+    simulator.fal_urls_base = "http://169.254.169.254/fal"
+    body = fal_submit(simulator, "fal-ai/flux-2/flash")
+    base = f"http://169.254.169.254/fal/fal-ai/flux-2/requests/{body['request_id']}"
+    assert (body["status_url"], body["response_url"], body["cancel_url"]) == (f"{base}/status", base, f"{base}/cancel")
+
+
+def test_fal_status_can_be_unknown_or_ask_for_a_later_poll(simulator):
+    simulator.configure(latency=5, fal_status_retry_after=120)
+    body = fal_submit(simulator)
+    pending = requests.get(body["status_url"], headers=fal_headers(simulator), timeout=5)
+    assert pending.status_code == 202 and pending.headers["Retry-After"] == "120"
+    simulator.fal_status_override = "FAILED"
+    unknown = requests.get(body["status_url"], headers=fal_headers(simulator), timeout=5)
+    assert unknown.status_code == 200 and unknown.json()["status"] == "FAILED"
+    simulator.rate_limit_next(1, retry_after=120, provider="fal", op="status")
+    limited = requests.get(body["status_url"], headers=fal_headers(simulator), timeout=5)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "120"
+
+
 # --- Replicate ----------------------------------------------------------------------------------
 
 
@@ -248,6 +297,44 @@ def test_gemini_generate_content_returns_one_inline_png(simulator):
     bad_key = requests.post(url, json=gemini_body(), headers={"x-goog-api-key": "nope"}, timeout=5)
     assert bad_key.status_code == 400
     assert bad_key.json()["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+
+
+def gemini_parts(simulator, body):
+    url = f"{simulator.gemini_url}/v1beta/models/gemini-2.5-flash-image:generateContent"
+    answer = requests.post(url, json=body, headers=gemini_headers(simulator), timeout=5)
+    assert answer.status_code == 200
+    return answer.json()["candidates"][0]["content"]["parts"]
+
+
+@pytest.mark.parametrize("config", [{}, {"responseModalities": ["TEXT"]}, None])
+def test_gemini_answers_text_only_unless_asked_for_an_image(simulator, config):
+    body = gemini_body()
+    if config is None:
+        del body["generationConfig"]
+    else:
+        body["generationConfig"] = config
+    assert all("inlineData" not in p for p in gemini_parts(simulator, body))
+    for modalities in (["IMAGE"], ["TEXT", "IMAGE"], ["image"]):
+        body["generationConfig"] = {"responseModalities": modalities}
+        assert any("inlineData" in p for p in gemini_parts(simulator, body))
+    simulator.gemini_require_image_modality = False
+    body["generationConfig"] = {}
+    assert any("inlineData" in p for p in gemini_parts(simulator, body))
+
+
+@pytest.mark.parametrize("kind", ["not-an-image", "not-base64", "no-data"])
+def test_gemini_can_answer_broken_image_parts(simulator, kind):
+    simulator.configure(gemini_broken_next=1, gemini_broken_kind=kind)
+    (broken,) = [p["inlineData"] for p in gemini_parts(simulator, gemini_body()) if "inlineData" in p]
+    if kind == "no-data":
+        assert "data" not in broken
+    elif kind == "not-base64":
+        with pytest.raises(ValueError):
+            base64.b64decode(broken["data"], validate=True)
+    else:
+        assert not base64.b64decode(broken["data"]).startswith(b"\x89PNG")
+    (fine,) = [p["inlineData"] for p in gemini_parts(simulator, gemini_body()) if "inlineData" in p]
+    assert is_png(base64.b64decode(fine["data"]))
 
 
 def test_gemini_429_carries_retry_info_and_fal_429_a_retry_after_header(simulator):
