@@ -4,16 +4,14 @@ doorbell. Lost messages, killed workers and missed webhooks are all found here."
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import F, Q
 from django.utils import timezone
 
-from generation import limits
+from generation import heartbeat, limits
 from generation.models import (
     FINAL_SLOT_STATUSES,
     GenerationJob,
@@ -27,8 +25,6 @@ from generation.services.finish import job_finish_if_done, slot_fail
 logger = logging.getLogger(__name__)
 
 MAX_DISPATCH_ATTEMPTS = 5
-# Set by every sweep: beat sends the sweep and a worker runs it, so its age says whether both live.
-LAST_SWEEP_KEY = "sweeper:last-run"
 
 
 @dataclass
@@ -52,7 +48,7 @@ def jobs_sweep(now=None) -> SweepPlan:  # noqa: ANN001
     overdue = now - timedelta(seconds=settings.SWEEP_GRACE_SECONDS)
     deadline = now - timedelta(seconds=settings.JOB_DEADLINE_SECONDS)
     plan = SweepPlan()
-    cache.set(LAST_SWEEP_KEY, now.timestamp(), timeout=None)
+    heartbeat.record_sweep(now.timestamp())
 
     # Queued jobs whose dispatch message never arrived (crash between commit and enqueue).
     for job in GenerationJob.objects.filter(status=JobStatus.QUEUED, updated_at__lt=stale):
@@ -98,14 +94,6 @@ def jobs_sweep(now=None) -> SweepPlan:  # noqa: ANN001
     if plan.dispatch or plan.submit or plan.poll or plan.recover or plan.failed_jobs:
         logger.info("sweeper: %s", plan)
     return plan
-
-
-def last_sweep_age(now: float | None = None) -> float | None:
-    """Seconds since a worker last ran the sweeper, None when none has since the cache was new."""
-    last = cache.get(LAST_SWEEP_KEY)
-    if last is None:
-        return None
-    return max(0.0, (now or time.time()) - float(last))
 
 
 def _fail_open_slots(job: GenerationJob, error: str) -> None:
