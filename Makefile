@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench clean venv venv-dev
+.PHONY: run test lint format bench faults clean venv venv-dev
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -56,6 +56,15 @@ bench: venv-dev
 	@tests/infra/services.sh start
 	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
 	  rc=0; $(PY) bench/batch_latency.py || rc=$$?; tests/infra/services.sh stop; exit $$rc
+
+# The fault suite (not part of `make test`): kills workers, Redis and database connections under
+# load and prints lost / duplicate / double-charge / double-submit / recovery figures per fault.
+# Its services run on ports of their own; bench/faults.py starts and stops them itself.
+faults: export SERVICES_DIR := /tmp/cs-faults
+faults: export TEST_PG_PORT := 54349
+faults: export TEST_REDIS_PORT := 63819
+faults: venv-dev
+	$(PY) bench/faults.py $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache test-artifacts
