@@ -67,7 +67,9 @@ def e2e_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
     queue = f"e2e-{uuid.uuid4().hex[:8]}"
     previous = app.conf.task_default_queue
     # The live server runs in this process: its job_create enqueues through this app's config.
-    app.conf.task_default_queue = queue
+    # The app reads its settings from Django's under the CELERY_ namespace, and celery 5.6 prefers
+    # that key to the lowercase name: set the key it reads.
+    app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
     try:
         with override_settings(CELERY_TASK_DEFAULT_QUEUE=queue), django_db_blocker.unblock():
             process = start_worker(
@@ -83,7 +85,7 @@ def e2e_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
         yield process
         stop_worker(process)
     finally:
-        app.conf.task_default_queue = previous
+        app.conf.CELERY_TASK_DEFAULT_QUEUE = previous
 
 
 @pytest.fixture
