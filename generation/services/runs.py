@@ -386,7 +386,7 @@ def _request_error(request: ProviderRequest, exc: ProviderError) -> Next:
         # on the next model of the chain. Safety blocks and bad input are permanent and stay.
         if _request_fallback(request, message):
             return DONE
-    _request_fail(request, message, exc.details)
+    _request_fail(request, message, exc.details, permanent=exc.permanent)
     return DONE
 
 
@@ -399,10 +399,12 @@ def _request_close(request: ProviderRequest, status: str, error: str = "") -> bo
     )
 
 
-def _request_fail(request: ProviderRequest, error: str, details: str = "") -> None:
+def _request_fail(request: ProviderRequest, error: str, details: str = "", *, permanent: bool = False) -> None:
+    """Fail the request's open slots; `permanent` when the same request would fail again (a
+    refused prompt, invalid input): the card then offers no Retry failed for them."""
     _request_close(request, RequestStatus.FAILED, error)
     for slot in ImageSlot.objects.filter(job_id=request.job_id, request=request):
-        slot_fail(slot.pk, request.job_id, error, details)
+        slot_fail(slot.pk, request.job_id, error, details, permanent=permanent)
     job_finish_if_done(request.job_id)
 
 
@@ -418,7 +420,7 @@ def request_apply_result(request: ProviderRequest, result: ProviderResult) -> No
         # timeout): another model may. A refusal of the prompt or input is permanent and stays.
         if result.status == ResultStatus.FAILED and not result.permanent and _request_fallback(request, error):
             return
-        _request_fail(request, error)
+        _request_fail(request, error, permanent=result.permanent)
         return
     slots = list(ImageSlot.objects.filter(job=job, request=request).order_by("index"))
     work = []

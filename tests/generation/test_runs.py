@@ -74,6 +74,14 @@ def test_a_permanent_error_fails_the_slots_at_once_without_retry(job):
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert [e["error"] for e in job.errors] == ["The prompt was blocked by the safety filter."] * 2
+    # A retry would be refused the same way: the card offers none.
+    assert set(ImageSlot.objects.filter(job=job).values_list("failed_permanently", flat=True)) == {True}
+
+
+def test_a_transient_failure_can_be_retried(job, settings):
+    settings.PIPELINE_MAX_ATTEMPTS = 1
+    submit_with(Failing(ProviderError("503 Service Unavailable", status_code=503)), first_request(job))
+    assert set(ImageSlot.objects.filter(job=job).values_list("failed_permanently", flat=True)) == {False}
 
 
 def test_retryable_errors_give_up_after_the_attempt_limit(job, settings):
