@@ -31,15 +31,21 @@ def job_retry_failed(*, job: GenerationJob) -> int:
     """
     if job.status not in (JobStatus.PARTIAL, JobStatus.FAILED):
         raise JobRequestError("Only a job with failed images can be retried.", code="not_retryable")
+    # A refused prompt or invalid input would be refused the same way again: only the others run.
+    retryable = ImageSlot.objects.filter(job=job, status=SlotStatus.FAILED, failed_permanently=False)
+    if not retryable.exists():
+        raise JobRequestError(
+            "The provider refused these images; retrying would be refused the same way. Change the prompt "
+            "or the references and generate again.",
+            code="not_retryable",
+        )
     with transaction.atomic():
         reopened = GenerationJob.objects.filter(pk=job.pk, status__in=[JobStatus.PARTIAL, JobStatus.FAILED]).update(
             status=JobStatus.RUNNING, finished_at=None, updated_at=timezone.now()
         )
         if not reopened:
             return 0
-        count = ImageSlot.objects.filter(job=job, status=SlotStatus.FAILED).update(
-            status=SlotStatus.PENDING, request=None, error="", details=""
-        )
+        count = retryable.update(status=SlotStatus.PENDING, request=None, error="", details="")
         GenerationJob.objects.filter(pk=job.pk).update(failed_count=F("failed_count") - count, errors=[])
         transaction.on_commit(lambda: _enqueue_dispatch(job.pk))
     return count
