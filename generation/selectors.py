@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 
-from generation.models import GenerationJob, ImageSlot, SlotStatus
+from generation import heartbeat
+from generation.models import ACTIVE_JOB_STATUSES, GenerationJob, ImageSlot, SlotStatus
 from studio.models import WorkspaceAsset
 
 
@@ -69,3 +72,24 @@ def job_payload(job: GenerationJob) -> dict[str, Any]:
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
+
+
+def waiting_on_a_worker(job: GenerationJob) -> bool:
+    """Whether an active job waits because no worker runs (none has swept for a while), rather
+    than on its provider. A job younger than the silence limit is not judged yet."""
+    if not job.is_active:
+        return False
+    old_enough = timezone.now() - job.created_at > timedelta(seconds=heartbeat.silence_limit())
+    return old_enough and heartbeat.workers_silent()
+
+
+def generations_paused_for(user) -> bool:  # noqa: ANN001
+    """Whether to tell `user` that generations are paused: no worker runs while jobs wait, theirs
+    (or anyone's, for staff, who run the workers)."""
+    if not heartbeat.workers_silent():
+        return False
+    cutoff = timezone.now() - timedelta(seconds=heartbeat.silence_limit())
+    waiting = GenerationJob.objects.filter(status__in=ACTIVE_JOB_STATUSES, created_at__lt=cutoff)
+    if not user.is_staff:
+        waiting = waiting.filter(owner=user)
+    return waiting.exists()

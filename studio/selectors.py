@@ -20,7 +20,7 @@ from django.utils.timesince import timesince
 
 from generation.models import GenerationJob, JobStatus, SlotStatus
 from generation.providers import get_provider
-from generation.selectors import jobs_for_user
+from generation.selectors import jobs_for_user, waiting_on_a_worker
 from generation.services.jobs import allowed_counts
 from models_registry.models import ApiModel, Provider
 from studio.models import AssetKind, Character, WorkspaceAsset
@@ -151,7 +151,9 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
     done = sum(1 for c in cells if c.status in (SlotStatus.SUCCEEDED, SlotStatus.FAILED, SlotStatus.CANCELED))
     total = len(cells)
 
-    if job.is_active:
+    if job.is_active and waiting_on_a_worker(job):
+        outcome, message = "active", "Generations are paused: no worker is running. This job starts when one does."
+    elif job.is_active:
         outcome, message = "active", f"Generating {done}/{total}..."
     elif job.status == JobStatus.CANCELED:
         outcome, message = "canceled", f"Canceled. Generated {succeeded} of {_plural(total, 'image')}."

@@ -25,7 +25,7 @@ from django_htmx.middleware import HtmxDetails
 
 from generation.imaging import InvalidImage
 from generation.models import GenerationJob, JobMode
-from generation.selectors import job_for_user
+from generation.selectors import generations_paused_for, job_for_user
 from generation.services.control import job_cancel, job_retry_failed
 from generation.services.credits import credit_account
 from generation.services.jobs import JobRequestError, job_create
@@ -186,6 +186,7 @@ def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) ->
         "selected_character": selected,
         "page": page,
         "credits": credit_account(request.user).balance,
+        "generations_paused": generations_paused_for(request.user),
         "idempotency_key": uuid.uuid4(),
         "character_form": CharacterForm(),
         **_prompt_context(request, state),
