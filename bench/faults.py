@@ -7,9 +7,9 @@ simulator in this process and `celery worker --pool threads` plus `celery beat` 
 and stops all of them at the end, on Ctrl-C and on an exception too.
 
 Each fault is a scenario with about four x4 jobs in flight: offline native x4, offline fan-out
-(4 x 1), fal native x4 and fal fan-out, provider latency 1-2 s. Rounds hit the running jobs again
-and again, topping them back up to four between rounds; after the last round every job gets until
-the last fault + WAIT seconds to end. Faults:
+(4 x 1), fal native x4 and fal fan-out, provider latency 1-2 s. Each round tops the jobs in flight
+back up to four (redis and pg rounds first let the last round's jobs end, for at most 30 s); after
+the last round every job gets until the last fault + WAIT seconds to end. Faults:
 
     kill    SIGKILL the worker's process group at random moments (some while fal submits are held
             open by the simulator), a new worker started at once
@@ -309,6 +309,14 @@ class Suite:
                 return
             time.sleep(0.5)
 
+    def settle(self, result: Result, timeout: float = 30.0) -> None:
+        """Between rounds of the one-off faults: let the last round's jobs end (bounded), so the next
+        round hits fresh work in flight rather than jobs already waiting for the sweeper."""
+        from generation.models import ACTIVE_JOB_STATUSES, GenerationJob
+
+        active = GenerationJob.objects.filter(pk__in=result.jobs, status__in=ACTIVE_JOB_STATUSES)
+        wait_until(lambda: not active.exists(), timeout, 0.5)
+
     def ensure_alive(self, result: Result, label: str) -> None:
         """A worker or beat that died on its own is a finding: count it, and start a new one."""
         if self.worker is not None and self.worker.poll() is not None:
@@ -388,7 +396,7 @@ class Suite:
                 accepted[(match.group(0), body.get("seed"))] += 1
         tags = {str(j.pk): TAG.search(j.prompt).group(0) for j in jobs}
         seeds = {str(j.pk): int((j.params or {}).get("seed", 0)) for j in jobs}
-        fal_doubles = offline_doubles = fal_attempts = unseen = 0
+        fal_doubles = offline_doubles = fal_attempts = unseen = wasted = 0
         matched = set()
         for request in ProviderRequest.objects.filter(job_id__in=result.jobs):
             job_id = str(request.job_id)
@@ -396,12 +404,16 @@ class Suite:
                 key = (tags[job_id], (seeds[job_id] + min(request.slot_indexes or [0])) % 2**31)
                 matched.add(key)
                 fal_doubles += max(0, accepted.get(key, 0) - 1)
+                # The provider ran (and billed) it, but the studio gave the request up.
+                wasted += request.status == "failed" and bool(accepted.get(key))
                 fal_attempts += max(0, request.attempts - 1)
                 # The provider made it, so the simulator took its submit: else the matching is wrong.
                 unseen += request.status == "succeeded" and not accepted.get(key)
             else:
                 offline_doubles += max(0, request.attempts - 1)
         double_submits = fal_doubles + offline_doubles
+        if wasted:
+            result.notes.append(f"{wasted} fal request(s) the provider accepted but the studio failed (paid, lost)")
         if unseen:
             result.notes.append(f"{unseen} succeeded fal request(s) with no accepted submit found: matching broken?")
         ours = set(tags.values())
@@ -435,6 +447,8 @@ class Suite:
 
         orphans = self.orphans() - self.seen_orphans
         self.seen_orphans |= orphans
+        if orphans:
+            result.notes.append(f"orphan files (no asset row): {', '.join(sorted(orphans)[:3])}")
         result.figures.update(
             jobs=len(jobs),
             requested=requested,
@@ -528,6 +542,7 @@ class Suite:
         self.fresh_processes("redis")
         port = os.environ["TEST_REDIS_PORT"]
         for n in range(result.rounds):
+            self.settle(result)
             self.top_up(result, self.ALL_KINDS)
             time.sleep(random.uniform(1.0, 3.0))
             self.ensure_alive(result, f"round {n + 1} before")
@@ -544,6 +559,7 @@ class Suite:
 
         self.fresh_processes("pg")
         for n in range(result.rounds):
+            self.settle(result)
             self.top_up(result, self.ALL_KINDS)
             time.sleep(random.uniform(1.0, 3.0))
             # Celery's Django fixup closes connections after every task, so a connection lives only
