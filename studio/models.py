@@ -102,22 +102,31 @@ class WorkspaceAsset(models.Model):
         return f"{self.kind} {self.id}"
 
     @classmethod
-    def with_files(cls, processed: ProcessedImage, *, stem: str, **fields: Any) -> WorkspaceAsset:
+    def with_files(
+        cls, processed: ProcessedImage, *, stem: str, id: uuid.UUID | None = None, **fields: Any
+    ) -> WorkspaceAsset:
         """A new, unsaved asset whose image and thumbnail are already written to storage.
 
         Save it with force_insert; if that fails, call delete_files() so no file outlives a row
-        that was never written.
+        that was never written. With a given `id` (a generated image's, derived from its job and
+        index) the files have fixed names and are written over whatever a killed store left there,
+        so storing the image again leaves no orphan behind.
         """
         asset = cls(
-            id=uuid.uuid4(),
+            id=id or uuid.uuid4(),
             width=processed.width,
             height=processed.height,
             content_type=processed.content_type,
             bytes=len(processed.data),
             **fields,
         )
-        asset.file.save(f"{stem}.{processed.extension}", ContentFile(processed.data), save=False)
-        asset.thumbnail.save(f"{stem}.jpg", ContentFile(processed.thumbnail), save=False)
+        for field, name, data in (
+            (asset.file, f"{stem}.{processed.extension}", processed.data),
+            (asset.thumbnail, f"{stem}.jpg", processed.thumbnail),
+        ):
+            if id is not None:
+                field.storage.delete(field.field.generate_filename(asset, name))
+            field.save(name, ContentFile(data), save=False)
         return asset
 
     def delete_files(self) -> None:

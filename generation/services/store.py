@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 
 from generation.http import DownloadError, UnsafeURLError, fetch
 from generation.imaging import InvalidImage, process_image
@@ -47,6 +48,7 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
     asset = WorkspaceAsset.with_files(
         processed,
         stem=str(slot.index),
+        id=slot_asset_id(job.pk, slot.index),
         owner_id=job.owner_id,
         job=job,
         character_id=job.character_id,
@@ -59,11 +61,26 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
         with transaction.atomic():
             asset.save(force_insert=True)
     except IntegrityError:
-        # A concurrent delivery stored this slot first: keep theirs, drop our files.
-        asset.delete_files()
+        # A concurrent delivery stored this slot first, under the same file names: its row points
+        # at the files this call wrote over, so they stay.
+        pass
     except BaseException:
-        # No row points at the files (a dropped database connection, a killed task): remove them
-        # so a re-drive, which stores the image again, leaves no orphan behind.
-        asset.delete_files()
+        # A dropped database connection: no row points at the files. Remove them if the database
+        # can still say so; otherwise the re-drive writes the same names again and records them.
+        _drop_unrecorded_files(asset)
         raise
     return slot_succeed(slot.pk, job.pk)
+
+
+def slot_asset_id(job_id: uuid.UUID, index: int) -> uuid.UUID:
+    """The id, and so the storage folder, of a job's image: the same on every attempt to store it."""
+    return uuid.uuid5(job_id, f"slot-{index}")
+
+
+def _drop_unrecorded_files(asset: WorkspaceAsset) -> None:
+    try:
+        recorded = WorkspaceAsset.objects.filter(pk=asset.pk).exists()
+    except DatabaseError:
+        return
+    if not recorded:
+        asset.delete_files()

@@ -116,3 +116,31 @@ def test_a_database_error_while_recording_the_asset_leaves_no_file_behind(job):
         slot_store(job=job, slot=slot, image=GeneratedImage(data=png_bytes()))
     assert set(stored_files()) == before
     assert not WorkspaceAsset.objects.filter(job=job).exists()
+
+
+def test_storing_again_after_a_killed_store_leaves_no_orphan(job):
+    from generation.imaging import process_image
+    from generation.services.store import slot_asset_id
+
+    slot = ImageSlot.objects.get(job=job, index=0)
+    before = set(stored_files())
+    # A worker wrote the files and was killed before the row: nothing records them.
+    WorkspaceAsset.with_files(
+        process_image(png_bytes()), stem="0", id=slot_asset_id(job.pk, 0), owner_id=job.owner_id, job=job
+    )
+    assert len(set(stored_files()) - before) == 2
+
+    assert slot_store(job=job, slot=slot, image=GeneratedImage(data=png_bytes())) is True  # the re-drive
+    asset = WorkspaceAsset.objects.get(job=job, batch_index=0)
+    assert set(stored_files()) - before == {asset.file.path, asset.thumbnail.path}
+
+
+def test_a_concurrent_second_store_keeps_the_winners_files(job):
+    slot = ImageSlot.objects.get(job=job, index=0)
+    slot_store(job=job, slot=slot, image=GeneratedImage(data=png_bytes()))
+    winner = WorkspaceAsset.objects.get(job=job, batch_index=0)
+    slot.status = SlotStatus.RUNNING  # the other delivery read the slot before the first stored it
+    with mock.patch("django.db.models.query.QuerySet.exists", side_effect=[False]):
+        slot_store(job=job, slot=slot, image=GeneratedImage(data=png_bytes()))
+    assert os.path.exists(winner.file.path) and os.path.exists(winner.thumbnail.path)
+    assert WorkspaceAsset.objects.filter(job=job).count() == 1
