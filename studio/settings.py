@@ -258,6 +258,9 @@ JOB_DEADLINE_SECONDS = env_int("JOB_DEADLINE_SECONDS", 15 * 60)
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 15)
 SWEEP_GRACE_SECONDS = env_int("SWEEP_GRACE_SECONDS", 10)
 SWEEP_STALE_SECONDS = env_int("SWEEP_STALE_SECONDS", 30)
+# A queue API submit whose answer was lost is never sent again; when it carried a webhook, the
+# delivery (which names our request) may still bring it back for this long before it fails.
+LOST_SUBMIT_WEBHOOK_WAIT_SECONDS = env_int("LOST_SUBMIT_WEBHOOK_WAIT_SECONDS", 120)
 
 # The offline engine: latency and failure rate so progress, partial failure and retry can be
 # seen with no network.

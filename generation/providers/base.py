@@ -221,5 +221,10 @@ class Provider:
         """
         return None
 
+    def adopt(self, provider_id: str, delivery: dict[str, Any]) -> ProviderResult:
+        """A request known only from a verified webhook delivery (its submit answer was lost):
+        the provider's id and the handles to poll it with, as PENDING."""
+        return ProviderResult(status=ResultStatus.PENDING, external_id=provider_id)
+
     def cancel(self, external_id: str, handles: dict[str, Any]) -> None:
         """Ask the provider to stop; providers without a cancel API do nothing."""

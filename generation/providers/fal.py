@@ -163,6 +163,15 @@ class Fal(HttpApi, Provider):
             poll_after=self.default_poll_interval,
         )
 
+    def adopt(self, provider_id: str, delivery: dict[str, Any]) -> ProviderResult:
+        # Only here are the URLs built rather than taken from fal's answer: the answer was lost.
+        # fal_client's from_request_id builds them the same way, on the app id (owner/app, any
+        # subpath dropped).
+        app = "/".join(self.model.key.split("/")[:2])
+        base = f"{settings.FAL_QUEUE_URL.rstrip('/')}/{app}/requests/{provider_id}"
+        handles = {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
+        return ProviderResult(status=ResultStatus.PENDING, external_id=provider_id, handles=handles)
+
     def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         # Status URLs drop the model's sub-path (fal-ai/flux-2/requests/...): always use them as given.
         # A 429/503 here raises with the full Retry-After; the pipeline decides how long to wait.

@@ -10,6 +10,7 @@ against the webhook (if set) that would still announce such an orphan prediction
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -111,6 +112,29 @@ class Replicate(HttpApi, Provider):
     def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         return self.result_from_prediction(self.json(self.http("GET", self.handle(handles, "get"))))
 
+    def adopt(self, provider_id: str, delivery: dict[str, Any]) -> ProviderResult:
+        # The delivery is the prediction itself: its id and URLs, polled from here on.
+        found = self.result_from_prediction(delivery)
+        return ProviderResult(status=ResultStatus.PENDING, external_id=found.external_id, handles=found.handles)
+
+    def recover(self, request: GenerationRequest) -> ProviderResult | None:
+        """Find a prediction whose create answer was lost among the account's recent predictions.
+
+        Replicate has no idempotency key, but lists predictions: ours carries our webhook URL
+        (which names our request), or our exact prompt and seed, and was created after we sent it.
+        Without a webhook or a seed it cannot be told from its siblings: None, and the pipeline
+        fails it rather than risk adopting another request's prediction.
+        """
+        _, body = self.create_url_and_body(request)
+        inputs, webhook = body["input"], body.get("webhook")
+        if not webhook and inputs.get("seed") is None:
+            return None
+        listing = self.json(self.http("GET", f"{settings.REPLICATE_API_URL.rstrip('/')}/v1/predictions"))
+        results = listing.get("results") if isinstance(listing.get("results"), list) else []
+        sent_at = request.params.get("sent_at")
+        found = [p for p in results if _is_ours(p, inputs=inputs, webhook=webhook, sent_at=sent_at)]
+        return self.result_from_prediction(found[0]) if len(found) == 1 else None
+
     def cancel(self, external_id: str, handles: dict[str, Any]) -> None:
         if not handles.get("cancel"):
             return
@@ -154,6 +178,27 @@ class Replicate(HttpApi, Provider):
             raise ProviderError("Replicate answered a prediction without an id or a get URL.", permanent=True)
         # starting / processing: keep polling, even when `output` already holds partial URLs.
         return ProviderResult(status=ResultStatus.PENDING, poll_after=self.default_poll_interval, **common)
+
+
+# Clocks differ: a prediction created this long before we recorded sending it may still be ours.
+CLOCK_SKEW_SECONDS = 60
+
+
+def _is_ours(prediction: Any, *, inputs: dict[str, Any], webhook: str | None, sent_at: float | None) -> bool:
+    if not isinstance(prediction, dict):
+        return False
+    if sent_at is not None:
+        try:
+            created = datetime.fromisoformat(str(prediction.get("created_at")).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return False
+        if created < sent_at - CLOCK_SKEW_SECONDS:
+            return False
+    if webhook and prediction.get("webhook") == webhook:
+        return True
+    given = prediction.get("input") if isinstance(prediction.get("input"), dict) else {}
+    seed = inputs.get("seed")
+    return seed is not None and given.get("seed") == seed and given.get("prompt") == inputs.get("prompt")
 
 
 def _output_urls(output: Any) -> list[str]:

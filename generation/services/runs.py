@@ -208,6 +208,9 @@ def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationReq
     # This request's own submit count (1 on the first): adapters whose every answer is billed limit
     # how often a garbled answer is asked for again (gemini.MALFORMED_RESUBMITS).
     params["submit_attempt"] = max(1, request.attempts)
+    if request.sent_at is not None:
+        # When the submit went out: an adapter looking for a lost submit ignores older ones.
+        params["sent_at"] = request.sent_at.timestamp()
     base_seed = (job.params or {}).get("seed")
     return GenerationRequest(
         prompt=job.final_prompt or job.prompt,
@@ -305,6 +308,13 @@ def request_poll(request_id: uuid.UUID | str, *, now_anyway: bool = False) -> Ne
     return _request_progress(request, result)
 
 
+def _awaiting_webhook(request: ProviderRequest) -> bool:
+    """Whether a lost submit's webhook may still come: it was sent with one, not long ago."""
+    if not webhook_url_for(request) or request.sent_at is None:
+        return False
+    return timezone.now() - request.sent_at < timedelta(seconds=settings.LOST_SUBMIT_WEBHOOK_WAIT_SECONDS)
+
+
 def request_recover(request_id: uuid.UUID | str) -> Next:
     """A submit whose worker died, or whose answer was lost, before the provider's id was saved.
 
@@ -329,6 +339,8 @@ def request_recover(request_id: uuid.UUID | str) -> Next:
     except ProviderError as exc:
         logger.info("provider %s: could not look for lost request %s: %s", request.provider, request.pk, exc)
         found = None
+    if found is None and _awaiting_webhook(request):
+        return DONE  # its webhook names our request; webhooks.webhook_receive adopts it when it comes
     if found is None:
         logger.warning("provider %s: request %s lost its submit answer; failing it", request.provider, request.pk)
         _request_fail(request, LOST_SUBMIT_ERROR)

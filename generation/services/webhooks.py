@@ -29,9 +29,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from generation.models import ProviderRequest, RequestStatus
-from generation.providers import http_api
+from generation.providers import get_provider, http_api
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,22 @@ def _provider_ids(provider: str, headers: Mapping[str, str], payload: dict[str, 
     return ids
 
 
+def _delivery_provider_id(provider: str, headers: Mapping[str, str], payload: dict[str, Any]) -> str:
+    if provider == "replicate":
+        return str(payload.get("id") or "")
+    return headers.get("X-Fal-Webhook-Request-Id") or str(payload.get("request_id") or "")
+
+
+def _adopt(request: ProviderRequest, *, provider_id: str, delivery: dict[str, Any]) -> None:
+    adopted = get_provider(request.model).adopt(provider_id, delivery)
+    ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.SUBMITTED, external_id="").update(
+        external_id=adopted.external_id, handles=adopted.handles, updated_at=timezone.now()
+    )
+    logger.warning(
+        "%s request %s: adopted %s from its webhook after a lost submit", request.provider, request.pk, provider_id
+    )
+
+
 def webhook_receive(*, provider: str, request_id: uuid.UUID, headers: Mapping[str, str], body: bytes) -> str:
     """Verify a delivery for our ProviderRequest `request_id` and have it polled.
 
@@ -239,8 +256,11 @@ def webhook_receive(*, provider: str, request_id: uuid.UUID, headers: Mapping[st
     if not request.external_id:
         if final:
             return "ignored"  # finished in the submit call itself: nothing left to look at
-        # The provider answered before our submit saved its id: ask it to deliver again later.
-        raise WebhookRejected("the request is not ready for its webhook", status=409)
+        if request.status != RequestStatus.SUBMITTED or not provider_ids:
+            raise WebhookRejected("the request is not ready for its webhook", status=409)
+        # Sent, but its answer (and so the provider's id) was lost, or is still on its way: the
+        # verified delivery names the provider's request, so adopt it rather than lose it.
+        _adopt(request, provider_id=_delivery_provider_id(provider, headers, payload), delivery=payload)
 
     digest = hashlib.sha256(delivery_id.encode()).hexdigest()
     if not cache.add(f"webhook-delivery:{provider}:{digest}", 1, timeout=DELIVERY_MEMORY_SECONDS):

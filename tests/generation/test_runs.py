@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -259,3 +260,21 @@ def test_the_id_write_goes_through_a_dropped_database_connection():
     with mock.patch("generation.services.runs.connection.close") as reconnect:
         assert runs._write_through_reconnects(write) == 1
     assert reconnect.call_count == 2
+
+
+def test_a_lost_queue_submit_sent_with_a_webhook_waits_for_it_then_fails(job, settings):
+    request = lost_submit(job)
+    provider = Lost(asynchronous=True)
+    hook = mock.patch("generation.services.runs.webhook_url_for", return_value="https://studio.example/hook")
+    with hook, mock.patch("generation.services.runs.get_provider", return_value=provider):
+        ProviderRequest.objects.filter(pk=request.pk).update(sent_at=timezone.now())
+        assert runs.request_recover(request.pk) == runs.DONE
+        request.refresh_from_db()
+        assert request.status == "submitted"  # its webhook may still bring it (webhook_receive adopts it)
+
+        too_late = timezone.now() - timedelta(seconds=settings.LOST_SUBMIT_WEBHOOK_WAIT_SECONDS + 1)
+        ProviderRequest.objects.filter(pk=request.pk).update(sent_at=too_late)
+        runs.request_recover(request.pk)
+    assert provider.submits == 0
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and job.errors[0]["error"] == runs.LOST_SUBMIT_ERROR

@@ -212,11 +212,25 @@ class TestReplicateWebhook:
         assert post(replicate_url(request), foreign, replicate_sign(foreign)).status_code == 400
         enqueued.assert_not_called()
 
-    def test_a_delivery_before_the_prediction_id_is_saved_asks_for_a_retry(self, alice, enqueued):
+    def test_a_delivery_for_a_request_not_yet_sent_asks_for_a_retry(self, alice, enqueued):
         request = submitted_request(alice, "replicate", external_id="")
+        ProviderRequest.objects.filter(pk=request.pk).update(status=RequestStatus.PENDING)
         body = json.dumps({"id": "not-yet-known", "status": "succeeded"}).encode()
         assert post(replicate_url(request), body, replicate_sign(body)).status_code == 409
         enqueued.assert_not_called()
+
+    def test_a_delivery_for_a_submit_whose_answer_was_lost_adopts_the_prediction(
+        self, alice, enqueued, django_capture_on_commit_callbacks
+    ):
+        request = submitted_request(alice, "replicate", external_id="")
+        urls = {"get": "https://api.replicate.com/v1/predictions/p-lost", "cancel": "https://x/cancel"}
+        body = json.dumps({"id": "p-lost", "status": "succeeded", "output": ["https://x/1.png"], "urls": urls}).encode()
+        with django_capture_on_commit_callbacks(execute=True):
+            response = post(replicate_url(request), body, replicate_sign(body))
+        assert response.status_code == 200 and response.json() == {"status": "accepted"}
+        request.refresh_from_db()
+        assert request.external_id == "p-lost" and request.handles == urls
+        enqueued.assert_called_once_with(str(request.pk))
 
     def test_only_post_is_allowed(self, alice):
         request = submitted_request(alice, "replicate")
@@ -358,6 +372,22 @@ class TestFalWebhook:
         with django_capture_on_commit_callbacks(execute=True):
             response = post(fal_url(request), body, fal_sign(fal_key, body, request_id=request.external_id))
         assert response.status_code == 200 and response.json() == {"status": "accepted"}
+        enqueued.assert_called_once_with(str(request.pk))
+
+    def test_a_delivery_for_a_submit_whose_answer_was_lost_adopts_the_request(
+        self, alice, fal_key, jwks, enqueued, django_capture_on_commit_callbacks, settings
+    ):
+        request = submitted_request(alice, "fal", external_id="")
+        ApiModel.objects.filter(pk=request.model_id).update(key="fal-ai/flux/dev/image-to-image")
+        body = json.dumps({"request_id": "fal-lost", "status": "OK", "payload": {"images": []}}).encode()
+        with django_capture_on_commit_callbacks(execute=True):
+            response = post(fal_url(request), body, fal_sign(fal_key, body, request_id="fal-lost"))
+        assert response.status_code == 200 and response.json() == {"status": "accepted"}
+        request.refresh_from_db()
+        # The URLs fal would have answered: on the app id, the subpath dropped (as fal_client builds them).
+        base = f"{settings.FAL_QUEUE_URL.rstrip('/')}/fal-ai/flux/requests/fal-lost"
+        assert request.external_id == "fal-lost"
+        assert request.handles == {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
         enqueued.assert_called_once_with(str(request.pk))
 
     def test_a_replayed_delivery_answers_200_and_does_nothing_more(

@@ -5,7 +5,7 @@ One stdlib ThreadingHTTPServer on 127.0.0.1:<free port>, run in a daemon thread,
     /fal/{model_id...}                      fal queue API: submit (?fal_webhook=), and the status, result and
     /fal/{owner}/{app}/requests/{id}[...]   cancel URLs it hands out (they drop the model's sub-path)
     /fal/.well-known/jwks.json              the public key of the fal webhook signatures
-    /replicate/v1/predictions[...]          Replicate predictions (create 201, Prefer: wait, get, cancel)
+    /replicate/v1/predictions[...]          Replicate predictions (create 201, Prefer: wait, get, list, cancel)
     /replicate/v1/models/{o}/{n}/predictions
     /gemini/{version}/models/{m}:generateContent
     /files/{name}.png                       the real PNGs the fal and Replicate outputs point at
@@ -590,7 +590,7 @@ class Simulator:
         if head == "replicate" and rest[:1] == ["v1"]:
             rest = rest[1:]
             if rest == ["predictions"]:
-                return "replicate", "create", {}
+                return "replicate", ("list" if method == "GET" else "create"), {}
             if len(rest) == 4 and rest[0] == "models" and rest[3] == "predictions":
                 return "replicate", "create", {"model": f"{rest[1]}/{rest[2]}"}
             if len(rest) == 2 and rest[0] == "predictions":
@@ -609,6 +609,7 @@ class Simulator:
         ("fal", "cancel"): "PUT",
         ("replicate", "create"): "POST",
         ("replicate", "get"): "GET",
+        ("replicate", "list"): "GET",
         ("replicate", "cancel"): "POST",
         ("gemini", "generate"): "POST",
         ("files", "file"): "GET",
@@ -1058,6 +1059,14 @@ class Simulator:
         if job is None:
             return self._error("replicate", 404, "Not found.")
         return _Response.json(200, self._prediction(job))
+
+    def _replicate_list(self, call: Call, params: dict[str, str]) -> _Response:
+        """GET /v1/predictions: the account's predictions, newest first, one page."""
+        with self._lock:
+            jobs = [job for job in self._jobs.values() if job.provider == "replicate"]
+        jobs.sort(key=lambda job: job.created, reverse=True)
+        results = [{**self._prediction(job), "webhook": job.webhook} for job in jobs[:100]]
+        return _Response.json(200, {"next": None, "previous": None, "results": results})
 
     def _replicate_cancel(self, call: Call, params: dict[str, str]) -> _Response:
         job = self._replicate_find(params)

@@ -500,3 +500,30 @@ def test_webhooks_are_signed_and_can_be_forged(simulator):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_replicate_lists_predictions_so_a_lost_create_is_found_again(simulator, settings, db):
+    from generation.providers.base import GenerationRequest
+    from generation.providers.replicate import Replicate
+    from tests.generation.providers import api_model
+
+    for name, value in simulator.settings_overrides().items():
+        setattr(settings, name, value)
+    simulator.latency = 5
+    sent_at = time.time()
+    # A create the simulator took but whose answer never reached us.
+    lost = requests.post(
+        f"{simulator.replicate_url}/v1/models/black-forest-labs/flux-schnell/predictions",
+        json={"input": {"prompt": "a fox", "seed": 7}},
+        headers=replicate_headers(simulator),
+        timeout=5,
+    ).json()
+    listing = requests.get(f"{simulator.replicate_url}/v1/predictions", headers=replicate_headers(simulator), timeout=5)
+    assert listing.status_code == 200 and [p["id"] for p in listing.json()["results"]] == [lost["id"]]
+
+    model = api_model("black-forest-labs/flux-schnell", "replicate", input_schema={"properties": {"seed": {}}})
+    request = GenerationRequest(prompt="a fox", seed=7, params={"sent_at": sent_at})
+    found = Replicate(model).recover(request)
+    assert found.external_id == lost["id"] and found.handles["get"] == lost["urls"]["get"]
+    creates = [c for c in simulator.calls if c.provider == "replicate" and c.op == "create"]
+    assert len(creates) == 1  # found, not created again

@@ -319,3 +319,56 @@ class TestReplicateConfiguration:
         settings.REPLICATE_API_TOKEN = ""
         assert not replicate.is_configured()
         assert "REPLICATE_API_TOKEN" in replicate.configuration_hint()
+
+
+class TestRecover:
+    """A create whose answer was lost is found in the prediction list, never created again."""
+
+    LIST_URL = "https://api.replicate.com/v1/predictions"
+    SENT_AT = 1777636800.0  # 2026-05-01T12:00:00Z
+
+    def lost(self, **fields) -> GenerationRequest:
+        fields.setdefault("seed", 42)
+        return GenerationRequest(prompt="a red fox", params={"sent_at": self.SENT_AT}, **fields)
+
+    def listing(self, *predictions) -> dict:
+        return {"next": None, "previous": None, "results": list(predictions)}
+
+    @responses.activate
+    def test_it_finds_ours_by_prompt_and_seed_and_polls_it_from_there(self):
+        ours = prediction("processing", id="p-ours", input={"prompt": "a red fox", "seed": 42})
+        sibling = prediction("processing", id="p-sibling", input={"prompt": "a red fox", "seed": 43})
+        older = prediction(
+            "succeeded", id="p-old", input={"prompt": "a red fox", "seed": 42}, created_at="2026-04-30T09:00:00Z"
+        )
+        responses.get(self.LIST_URL, json=self.listing(sibling, ours, older))
+        found = Replicate(flux_schnell()).recover(self.lost())
+        assert found.status == ResultStatus.PENDING and found.external_id == "p-ours"
+        assert found.handles["get"] == GET_URL
+        assert [c.request.method for c in responses.calls] == ["GET"]  # nothing was created
+
+    @responses.activate
+    def test_it_finds_ours_by_its_webhook(self):
+        hook = "https://studio.example/webhooks/replicate/abc"
+        ours = prediction("succeeded", id="p-ours", input={"prompt": "other"}, webhook=hook, output=["https://x/1.png"])
+        responses.get(self.LIST_URL, json=self.listing(ours))
+        found = Replicate(flux_schnell()).recover(self.lost(seed=None, webhook_url=hook))
+        assert found.status == ResultStatus.SUCCEEDED and found.external_id == "p-ours"
+
+    @responses.activate
+    def test_two_candidates_or_none_find_nothing(self):
+        twin = {"prompt": "a red fox", "seed": 42}
+        responses.get(
+            self.LIST_URL,
+            json=self.listing(
+                prediction("processing", id="a", input=twin), prediction("processing", id="b", input=twin)
+            ),
+        )
+        assert Replicate(flux_schnell()).recover(self.lost()) is None
+        responses.get(self.LIST_URL, json=self.listing())
+        assert Replicate(flux_schnell()).recover(self.lost()) is None
+
+    @responses.activate
+    def test_without_a_seed_or_a_webhook_it_does_not_guess(self):
+        assert Replicate(flux_schnell()).recover(self.lost(seed=None)) is None
+        assert len(responses.calls) == 0
