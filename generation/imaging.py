@@ -313,7 +313,12 @@ def _reencode(source: Image.Image, fmt: str) -> tuple[bytes, Image.Image]:
 
 
 def process_image(
-    data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None, thumbnail_size: int = 384
+    data: bytes,
+    *,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
+    thumbnail_size: int = 384,
+    reencode: bool = False,
 ) -> ProcessedImage:
     """Validate `data` and return a metadata-free copy in the same format, plus a JPEG thumbnail.
 
@@ -325,6 +330,9 @@ def process_image(
     by Pillow here, inside a rebuilt container (see _strip_png, _strip_webp); everything else,
     JPEG included, is re-encoded through Pillow. The thumbnail's longest side is `thumbnail_size` (never upscaled) and
     transparency is shown on white.
+    `reencode=True` (a user's upload) re-encodes every image: a kept stream is the sender's bytes, and
+    a PNG's stored (uncompressed) deflate blocks or a WebP's bitstream carry any payload through it
+    unchanged while the pixels still decode. Provider outputs keep the fast path.
     """
     if max_bytes is None:
         max_bytes = settings.DOWNLOAD_MAX_BYTES
@@ -338,7 +346,7 @@ def process_image(
         if fmt not in ALLOWED_FORMATS:  # formats= guarantees this; belt and braces for a Pillow change
             raise InvalidImage("The file is not a PNG, JPEG or WebP image.")
         stripped = None
-        if fmt in ("PNG", "WEBP") and source.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+        if not reencode and fmt in ("PNG", "WEBP") and source.getexif().get(ExifTags.Base.Orientation, 1) == 1:
             stripped = _strip_png(data) if fmt == "PNG" else _strip_webp(data)
         if stripped is not None:
             encoded, image = stripped, source

@@ -51,6 +51,17 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_pair(name: str) -> tuple[str, str] | None:
+    """Two comma-separated values, e.g. SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https; None when unset."""
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return None
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise ImproperlyConfigured(f"{name} must be two comma-separated values, got {raw!r}")
+    return parts[0], parts[1]
+
+
 def env_secret(name: str, default: str = "") -> str:
     """Read NAME, or the contents of the file named by NAME_FILE (Docker/K8s secrets)."""
     path = os.environ.get(f"{name}_FILE")

@@ -22,6 +22,7 @@ from generation.imaging import process_image
 from generation.models import GenerationJob, JobMode
 from generation.services.jobs import COPY_REFERENCE_STRENGTH, MODIFY_REFERENCE_STRENGTH
 from studio.models import AssetKind, AssetSource, Character, WorkspaceAsset
+from studio.throttle import rate_limit
 
 MODE_MODIFY = "modify"
 MODE_COPY = "copy"
@@ -86,10 +87,14 @@ def upload_create(*, owner, data: bytes, character: Character | None = None) -> 
     """Store an uploaded reference image after validating and re-encoding it.
 
     Raises generation.imaging.InvalidImage (its message is fit for the user) for anything that is
-    not a PNG, JPEG or WebP within settings.UPLOAD_MAX_BYTES and settings.IMAGE_MAX_PIXELS.
-    What is stored is the metadata-free re-encode, never the bytes the browser sent.
+    not a PNG, JPEG or WebP within settings.UPLOAD_MAX_BYTES and settings.IMAGE_MAX_PIXELS, and
+    ValidationError (code "rate_limited") past the owner's uploads per minute; either way nothing is stored.
+    What is stored is a full re-encode of the pixels, never the bytes the browser sent.
     """
-    processed = process_image(data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.IMAGE_MAX_PIXELS)
+    rate_limit(user=owner, action="upload")  # before decoding: the decoder is what a flood would load
+    processed = process_image(
+        data, max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.IMAGE_MAX_PIXELS, reencode=True
+    )
     asset = WorkspaceAsset.with_files(
         processed, stem="upload", owner=owner, character=character, source=AssetSource.UPLOAD, kind=AssetKind.IMAGE
     )

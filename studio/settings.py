@@ -7,12 +7,15 @@ DATABASE_URL, REDIS_URL and CELERY_BROKER_URL at PostgreSQL and Redis.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from studio.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from studio.env import env_bool, env_float, env_int, env_list, env_pair, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -34,6 +37,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
+    "csp",
     "django_htmx",
     "template_partials",
     "models_registry",
@@ -43,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -52,6 +58,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Cache-Control: private on logged-in pages, and a Permissions-Policy on every response.
+    "studio.middleware.security_headers",
+    # Last, as django-axes asks: it turns a login refused during a lockout into the login page
+    # with the lockout message (settings.AXES_LOCKOUT_CALLABLE).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -116,6 +127,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "studio:home"
@@ -276,15 +292,73 @@ CELERY_BEAT_SCHEDULE = {
 # --- Credits --------------------------------------------------------------------------------
 STARTING_CREDITS = env_int("STARTING_CREDITS", 100)
 
+# --- Per-user rate limits (studio/throttle.py) ----------------------------------------------
+# How many of each action one user may start per minute, counted in the shared cache; 0 turns a
+# limit off. Credits already bound what a user spends: these hold back floods of requests.
+USER_RATE_LIMITS = {
+    "job": env_int("JOBS_PER_MINUTE", 60),
+    "upload": env_int("UPLOADS_PER_MINUTE", 30),
+}
+
+# --- Login throttling (django-axes) ---------------------------------------------------------
+# LOGIN_FAILURE_LIMIT failed logins from one address, or for one username, lock the studio and
+# the admin login alike until LOGIN_COOLOFF_MINUTES after the last failure; the login page says so.
+# A successful login does not reset the count (axes' AXES_RESET_ON_SUCCESS stays off): otherwise
+# anyone with an account could clear their address's failures between guesses at another's.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_LOCKOUT_CALLABLE = "studio.throttle.login_locked_out"
+AXES_CLIENT_IP_CALLABLE = "studio.throttle.client_ip"
+
 # --- Security -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Behind a proxy that terminates TLS: the header it sets (and strips from clients) to say the
+# browser used https, e.g. "HTTP_X_FORWARDED_PROTO,https". Without it Django takes every request
+# for plain http, and SECURE_SSL_REDIRECT would redirect for ever.
+SECURE_PROXY_SSL_HEADER = env_pair("SECURE_PROXY_SSL_HEADER")
+# How many proxies of ours stand in front of Django, each appending to X-Forwarded-For; 0: clients
+# connect directly and REMOTE_ADDR is theirs (studio.throttle.client_ip, the login lockout's address).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 if not DEBUG:
+    # Only in production: `make run` (DEBUG on) serves plain http on 127.0.0.1.
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# Content-Security-Policy (django-csp): nothing inline anywhere (no <script> or <style> blocks, no
+# style= or on* attributes) and no eval; htmx runs with allowEval off and without the <style> it
+# would inject (templates/base.html). Images also load from where presigned media URLs point.
+CSP_MEDIA_HOSTS = env_list("CSP_MEDIA_HOSTS")
+if AWS_STORAGE_BUCKET_NAME and not CSP_MEDIA_HOSTS:
+    _endpoint = urlsplit(env_str("AWS_S3_ENDPOINT_URL"))
+    if _endpoint.netloc:
+        # A custom endpoint (MinIO, R2, ...) gets path-style URLs: <endpoint>/<bucket>/<key>.
+        CSP_MEDIA_HOSTS = [f"{_endpoint.scheme}://{_endpoint.netloc}"]
+    else:
+        # AWS: <bucket>.s3.amazonaws.com, which redirects to the regional name for some buckets.
+        _region = env_str("AWS_S3_REGION_NAME")
+        CSP_MEDIA_HOSTS = [f"https://{AWS_STORAGE_BUCKET_NAME}.s3.amazonaws.com"]
+        if _region:
+            CSP_MEDIA_HOSTS.append(f"https://{AWS_STORAGE_BUCKET_NAME}.s3.{_region}.amazonaws.com")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:", "blob:", *CSP_MEDIA_HOSTS],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LOGGING = {
     "version": 1,
@@ -292,5 +366,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # axes logs every login and its start-up at INFO; its lockouts are warnings.
+    "loggers": {"django.db.backends": {"level": "INFO"}, "axes": {"level": "WARNING"}},
 }

@@ -17,6 +17,8 @@ os.environ.setdefault("CELERY_DEFAULT_QUEUE", f"tests-{_RUN}")
 # Cache keys (rate limits, provider cool-downs, health) are this run's own too.
 os.environ.setdefault("CACHE_KEY_PREFIX", f"tests-{_RUN}")
 os.environ.setdefault("OFFLINE_LATENCY_SECONDS", "0.05")
+# The test client and the live server speak plain http; production redirects it to https.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 
 from studio.settings import *  # noqa: E402,F403
 

@@ -15,6 +15,7 @@ from generation.providers import get_provider
 from generation.services.credits import OutOfCredits, credit_account, credits_charge
 from models_registry.models import ApiModel
 from studio.models import Character, WorkspaceAsset
+from studio.throttle import rate_limit
 
 STANDARD_COUNTS = (1, 2, 4)
 MODIFY_REFERENCE_STRENGTH = 0.5
@@ -129,6 +130,7 @@ def job_create(
     job_params["enhance"] = enhance
     job_params.setdefault("seed", random.randrange(2**31))
 
+    rate_limit(user=user, action="job", error=JobRequestError)
     account = credit_account(user)
     try:
         with transaction.atomic():

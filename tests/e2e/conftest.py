@@ -95,9 +95,19 @@ def page(browser, live_server, e2e_worker) -> Iterator[object]:
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Chromium reports whatever the Content-Security-Policy blocked (an inline style or script,
+    # htmx's eval) on the console: every page must run under the policy without one.
+    violations: list[str] = []
+
+    def on_console(message) -> None:  # noqa: ANN001
+        if "Content Security Policy" in message.text:
+            violations.append(message.text)
+
+    tab.on("console", on_console)
     yield tab
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not violations, f"Content-Security-Policy violations: {violations}"
 
 
 @pytest.fixture

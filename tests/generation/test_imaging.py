@@ -77,6 +77,25 @@ def png_claiming(width: int, height: int) -> bytes:
     )
 
 
+PAYLOAD = b"<script>alert(document.domain)</script>"
+
+
+def png_with_stored_payload(payload: bytes = PAYLOAD) -> bytes:
+    """A valid greyscale PNG carrying `payload` verbatim twice, as a polyglot would: in a private chunk,
+    and as its first row of pixels inside an IDAT of stored (level 0, uncompressed) deflate blocks."""
+    width, height = len(payload), 16
+    rows = [payload] + [bytes((x * 7 + y * 13) % 256 for x in range(width)) for y in range(1, height)]
+    raw = b"".join(b"\0" + row for row in rows)  # filter type 0: each row's bytes as they are
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"prVt", payload)
+        + chunk(b"IDAT", zlib.compress(raw, 0))
+        + chunk(b"IEND", b"")
+    )
+
+
 def exif_with(**tags: int | str) -> Image.Exif:
     exif = Image.Exif()
     for key, value in tags.items():
@@ -258,6 +277,27 @@ class TestProcessImage:
 
         with pytest.raises(InvalidImage, match=r"^The file is 2 MB; the limit is 1 MB\.$"):
             process_image(data, max_bytes=1024 * 1024)
+
+    def test_reencode_drops_a_payload_in_stored_png_data_and_keeps_the_pixels(self):
+        source = png_with_stored_payload()
+        assert source.count(PAYLOAD) == 2
+
+        fast = process_image(source)  # provider outputs: the pixel stream is kept byte for byte
+        result = process_image(source, reencode=True)  # uploads
+
+        assert PAYLOAD in fast.data
+        assert PAYLOAD not in result.data and PAYLOAD not in result.thumbnail
+        assert result.content_type == "image/png"
+        assert reopen(result.data).tobytes() == reopen(source).tobytes()
+
+    def test_reencode_never_keeps_a_webp_bitstream(self):
+        source = encode(gradient(), "WEBP", lossless=True)
+        body = source[12:]  # everything after the RIFF header: the bitstream chunk
+
+        assert process_image(source).data[12:] == body  # the fast path keeps it
+        result = process_image(source, reencode=True)
+        assert result.data[12:] != body and result.content_type == "image/webp"
+        assert reopen(result.data).size == gradient().size
 
     def test_it_uses_download_max_bytes_by_default(self, settings):
         settings.DOWNLOAD_MAX_BYTES = 100

@@ -23,7 +23,7 @@ def test_a_running_job_shows_progress_and_keeps_polling(alice_client, alice, mod
     assert response.status_code == 200
     html = response.content.decode()
     assert "Generating 2/4..." in html
-    assert 'role="progressbar"' in html and 'style="width: 50%"' in html
+    assert 'role="progressbar"' in html and 'data-step="10"' in html  # 2 of 4: 10 × 5%
     assert f'hx-get="/jobs/{job.pk}/card" hx-trigger="every 1s" hx-swap="outerHTML"' in html
     assert html.count('class="tile placeholder"') == 2
     assert "Cancel" in html

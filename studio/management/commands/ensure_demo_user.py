@@ -2,17 +2,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo"  # noqa: S105 - a local demo login, printed on purpose; `make run` only
 
 
 class Command(BaseCommand):
-    help = "Create the demo login (a staff user) when no user exists yet, and print how to log in."
+    help = "Create the demo login (a staff user) when no user exists yet, and print how to log in (DEBUG only)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            # A superuser with a well-known password must never exist on a real server.
+            raise CommandError(
+                f"Refusing to create the demo login ({DEMO_USERNAME}/{DEMO_PASSWORD}) with DEBUG off: it is only "
+                "for `make run` on your own machine. Create a real account with `manage.py createsuperuser`."
+            )
         User = get_user_model()
         if not User.objects.exists():
             User.objects.create_superuser(DEMO_USERNAME, email="demo@example.com", password=DEMO_PASSWORD)
