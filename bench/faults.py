@@ -37,6 +37,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +66,8 @@ SUITE_ENV = {
     "SECRET_KEY": "faults-suite-only-not-a-secret",
     "DEBUG": "0",
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    # The suite's web process serves plain http on loopback (for the providers' webhooks).
+    "SECURE_SSL_REDIRECT": "0",
     "VAR_DIR": str(SERVICES_DIR / "var"),
     "MEDIA_ROOT": str(SERVICES_DIR / "media"),
     "CELERY_DEFAULT_QUEUE": "faults",
@@ -72,8 +75,8 @@ SUITE_ENV = {
     "CELERY_VISIBILITY_TIMEOUT": "30",
     "CELERY_TASK_TIME_LIMIT": "20",
     "CELERY_TASK_SOFT_TIME_LIMIT": "15",
-    "SWEEP_INTERVAL_SECONDS": "5",
-    "SWEEP_STALE_SECONDS": "15",
+    # The sweeper runs on production's defaults (SWEEP_INTERVAL_SECONDS 15, SWEEP_GRACE_SECONDS 10):
+    # the recovery times printed are the ones a deployment gets.
     "OFFLINE_LATENCY_SECONDS": "1.5",
     "PROVIDER_READ_TIMEOUT": "10",
     "PROVIDER_CONNECT_TIMEOUT": "3",
@@ -141,6 +144,7 @@ class Suite:
         self.simulator = None
         self.worker = None
         self.beat = None
+        self.web = None
         self.logs: list = []
         self.worker_env: dict[str, str] = {}
         self.starts = 0
@@ -206,8 +210,37 @@ class Suite:
         self._stop(self.beat)
         self.beat = None
 
+    def start_web(self) -> str:
+        """gunicorn as the Procfile's `web` runs it, so the simulator's signed webhooks reach the
+        studio (as in production with PUBLIC_BASE_URL set). Returns its base URL."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        path = LOGS / "web.log"
+        log_file = open(path, "wb")  # noqa: SIM115 - closed by stop_everything
+        self.logs.append(log_file)
+        self.web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "studio.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+            env={**os.environ, **self.worker_env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def answers() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        if not wait_until(lambda: answers() or self.web.poll() is not None, 60) or self.web.poll() is not None:
+            raise RuntimeError(f"gunicorn did not start: {path.read_text()[-2000:]}")
+        return f"http://127.0.0.1:{port}"
+
+    def kill_web(self) -> None:
+        self._stop(self.web)
+        self.web = None
+
     def stop_everything(self) -> None:
-        for stop in (self.kill_worker, self.kill_beat):
+        for stop in (self.kill_worker, self.kill_beat, self.kill_web):
             try:
                 stop()
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
@@ -673,6 +706,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few rounds: a smoke run of the harness")
     parser.add_argument("--wait", type=float, default=75.0, help="seconds after the last fault a scenario waits")
     parser.add_argument("--seed", type=int, help="random seed for fault moments (printed when not given)")
+    parser.add_argument(
+        "--no-webhooks",
+        dest="webhooks",
+        action="store_false",
+        help="no web process and no PUBLIC_BASE_URL: providers are only polled",
+    )
     args = parser.parse_args(argv)
 
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -716,12 +755,20 @@ def main(argv: list[str] | None = None) -> int:
         suite.simulator._server.handle_error = suite.connection_reset
         suite.worker_env = suite.simulator.worker_env()
         os.environ.update(suite.worker_env)  # this process creates the jobs: it checks the fal key too
+        if args.webhooks:
+            # Queue submits carry webhooks naming our request: a submit whose answer a kill lost
+            # is then adopted when its webhook arrives instead of failing (never re-sent).
+            suite.worker_env["PUBLIC_BASE_URL"] = suite.start_web()
+            os.environ["PUBLIC_BASE_URL"] = suite.worker_env["PUBLIC_BASE_URL"]
+        log(f"webhooks: {'on, ' + suite.worker_env['PUBLIC_BASE_URL'] if args.webhooks else 'off (polling only)'}")
 
         import django
 
         django.setup()
         suite.setup_data()
-        settings_line = " ".join(f"{k}={os.environ[k]}" for k in SUITE_ENV if k.startswith(("CELERY", "SWEEP")))
+        settings_line = " ".join(
+            f"{k}={os.environ[k]}" for k in SUITE_ENV if k.startswith(("CELERY", "SWEEP", "OFFLINE"))
+        )
         log(f"seed {seed}; {settings_line}; simulator {suite.simulator.base_url}")
         results = suite.run(only)
     except KeyboardInterrupt:
