@@ -91,7 +91,7 @@ def dedicated_worker(simulator, *, name: str, env: dict[str, str]):
     overrides = override_settings(CELERY_TASK_DEFAULT_QUEUE=queue, **simulator.settings_overrides())
     previous_queue = celery_app.conf.task_default_queue
     overrides.enable()
-    celery_app.conf.task_default_queue = queue
+    celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
     worker = None
     try:
         worker = start_worker(
@@ -113,7 +113,7 @@ def dedicated_worker(simulator, *, name: str, env: dict[str, str]):
         if worker is not None:
             WORKERS.remove(worker)
             stop_worker(worker)
-        celery_app.conf.task_default_queue = previous_queue
+        celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = previous_queue
         overrides.disable()
         _purge(queue)
         _clear_cache_prefix(prefix)
@@ -742,7 +742,7 @@ def webhook_worker(django_db_setup, django_db_blocker, sim_keys, live_server, e2
         dedicated_worker(sim_keys, name="providers-webhooks", env={"PUBLIC_BASE_URL": live_server.url}) as worker,
     ):
         # The module worker's queue comes back between webhook tests (see webhook_sim).
-        celery_app.conf.task_default_queue = previous
+        celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = previous
         yield worker
 
 
@@ -750,14 +750,14 @@ def webhook_worker(django_db_setup, django_db_blocker, sim_keys, live_server, e2
 def webhook_sim(sim, webhook_worker, live_server):
     """This process (and the live server in it) sends tasks to the webhook worker for the test."""
     previous = celery_app.conf.task_default_queue
-    celery_app.conf.task_default_queue = webhook_worker.queue
+    celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = webhook_worker.queue
     # The live server is this process: it verifies fal deliveries against the simulator's JWKS.
     cache.delete_many(["fal-webhook-jwks", "fal-webhook-jwks:refreshed"])
     _clear_cache_prefix(webhook_worker.cache_prefix)
     try:
         yield sim
     finally:
-        celery_app.conf.task_default_queue = previous
+        celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = previous
 
 
 def webhook_job(sim, alice, provider: str) -> tuple[GenerationJob, str]:
