@@ -32,7 +32,7 @@ run: venv
 	@mkdir -p var
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_models
-	$(PY) manage.py ensure_demo_user
+	$(PY) manage.py ensure_demo_user --url http://$(HOST):$(PORT)/
 	$(PY) manage.py rundev --addr $(HOST):$(PORT)
 
 test: venv-dev

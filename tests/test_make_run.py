@@ -145,3 +145,9 @@ def wait_for_line(path: Path, text: str, timeout: float = 60) -> str:
                 return line.strip()
         time.sleep(0.2)
     raise AssertionError(f"{text!r} never appeared in rundev's output: {path.read_text()[-2000:]}")
+
+
+def test_make_run_serves_and_names_the_port_it_is_given():
+    dry_run = subprocess.run(["make", "-n", "run", "PORT=8081"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "ensure_demo_user --url http://127.0.0.1:8081/" in dry_run.stdout
+    assert "rundev --addr 127.0.0.1:8081" in dry_run.stdout

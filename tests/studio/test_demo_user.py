@@ -28,3 +28,10 @@ def test_with_debug_off_it_refuses_clearly_and_creates_nobody(settings):
 
     assert refused.value.returncode != 0  # what manage.py exits with
     assert not get_user_model().objects.exists()
+
+
+def test_it_names_the_address_make_run_serves(settings):
+    settings.DEBUG = True
+    out = StringIO()
+    call_command("ensure_demo_user", "--url", "http://127.0.0.1:8080/", stdout=out)
+    assert "Log in at http://127.0.0.1:8080/ as  demo / demo" in out.getvalue()

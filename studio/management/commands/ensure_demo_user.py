@@ -13,7 +13,12 @@ DEMO_PASSWORD = "demo"  # noqa: S105 - a local demo login, printed on purpose; `
 class Command(BaseCommand):
     help = "Create the demo login (a staff user) when no user exists yet, and print how to log in (DEBUG only)."
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--url", default="http://127.0.0.1:8000/", help="where the studio is served (make run passes HOST:PORT)"
+        )
+
+    def handle(self, *args: Any, url: str, **options: Any) -> None:
         if not settings.DEBUG:
             # A superuser with a well-known password must never exist on a real server.
             raise CommandError(
@@ -27,8 +32,7 @@ class Command(BaseCommand):
         if User.objects.filter(username=DEMO_USERNAME).exists():
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"Log in at http://127.0.0.1:8000/ as  {DEMO_USERNAME} / {DEMO_PASSWORD}  "
-                    "(staff: the model registry is at /admin/)."
+                    f"Log in at {url} as  {DEMO_USERNAME} / {DEMO_PASSWORD}  (staff: the model registry is at /admin/)."
                 )
             )
         else:
