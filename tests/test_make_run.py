@@ -91,19 +91,9 @@ def test_the_embedded_default_serves_the_studio_and_runs_jobs(embedded_env, stop
         # A job created beside the running server goes through its worker on the filesystem broker.
         assert "JOB succeeded 2" in manage(embedded_env, "shell", "-c", JOB_SCRIPT)
     finally:
-        # Ctrl-C reaches the whole foreground group; a kill reaches rundev alone.
-        if stop_signal == signal.SIGINT:
-            os.killpg(server.pid, signal.SIGINT)
-        else:
-            server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_rundev(server, stop_signal)
     # Either way both stop: no worker is left behind.
-    leftover = subprocess.run(["pgrep", "-f", embedded_env["VAR_DIR"]], capture_output=True, text=True)
-    assert leftover.stdout.strip() == ""
+    assert nothing_left_running(embedded_env)
 
 
 def test_a_worker_that_dies_under_make_run_is_started_again(embedded_env, tmp_path):
@@ -127,14 +117,26 @@ def test_a_worker_that_dies_under_make_run_is_started_again(embedded_env, tmp_pa
         # The new worker picks up work as the first did.
         assert "JOB succeeded 2" in manage(embedded_env, "shell", "-c", JOB_SCRIPT)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-    leftover = subprocess.run(["pgrep", "-f", embedded_env["VAR_DIR"]], capture_output=True, text=True)
-    assert leftover.stdout.strip() == ""
+        stop_rundev(server, signal.SIGTERM)
+    assert nothing_left_running(embedded_env)
+
+
+def stop_rundev(server: subprocess.Popen, stop_signal: int) -> None:
+    # Ctrl-C reaches the whole foreground group; a kill reaches rundev alone.
+    if stop_signal == signal.SIGINT:
+        os.killpg(server.pid, signal.SIGINT)
+    else:
+        server.send_signal(stop_signal)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def nothing_left_running(env: dict) -> bool:
+    leftover = subprocess.run(["pgrep", "-f", env["VAR_DIR"]], capture_output=True, text=True)
+    return leftover.stdout.strip() == ""
 
 
 def wait_for_line(path: Path, text: str, timeout: float = 60) -> str:
