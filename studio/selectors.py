@@ -94,6 +94,8 @@ class JobCard:
     message: str
     errors: list[Cell] = field(default_factory=list)
     age: str = ""
+    # Active, but waiting because no worker runs (generation.selectors.waiting_on_a_worker).
+    paused: bool = False
 
     @property
     def total(self) -> int:
@@ -151,7 +153,8 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
     done = sum(1 for c in cells if c.status in (SlotStatus.SUCCEEDED, SlotStatus.FAILED, SlotStatus.CANCELED))
     total = len(cells)
 
-    if job.is_active and waiting_on_a_worker(job):
+    paused = waiting_on_a_worker(job)
+    if paused:
         outcome, message = "active", "Generations are paused: no worker is running. This job starts when one does."
     elif job.is_active:
         outcome, message = "active", f"Generating {done}/{total}..."
@@ -182,6 +185,7 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
         message=message,
         errors=errors,
         age=_age(job.created_at, now or timezone.now()),
+        paused=paused,
     )
 
 
