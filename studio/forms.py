@@ -1,11 +1,11 @@
-"""Input parsing for the studio's posts; the rules themselves live in services and generation."""
+"""Input parsing for the studio's posts; the rules themselves live in prompt_bar, services and generation."""
 
 from __future__ import annotations
 
 from django import forms
 from django.conf import settings
 
-from studio.services import MODE_COPY, MODE_MODIFY, PROMPT_MAX_LENGTH
+from studio.prompt_bar import MODE_COPY, MODE_MODIFY, PROMPT_MAX_LENGTH
 
 
 class GenerateForm(forms.Form):

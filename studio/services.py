@@ -1,16 +1,12 @@
-"""Writes of the studio: characters, uploads, asset deletion, ZIP downloads, and the prompt bar's rules.
+"""Writes of the studio: characters, uploads, asset deletion and ZIP downloads.
 
-The prompt bar's state (the two reference slots, MODIFY/COPY, strength, enhancement, the chosen
-model and count) is kept per browser session so that every control also works as a plain form post
-without JavaScript; `StudioState` holds the rules, the views only load and save it.
+The prompt bar's rules live in studio.prompt_bar.
 """
 
 from __future__ import annotations
 
-import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -19,15 +15,9 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from generation.imaging import process_image
-from generation.models import GenerationJob, JobMode
-from generation.services.jobs import COPY_REFERENCE_STRENGTH, MODIFY_REFERENCE_STRENGTH
+from generation.models import GenerationJob
 from studio.models import AssetKind, AssetSource, Character, WorkspaceAsset
 from studio.throttle import rate_limit
-
-MODE_MODIFY = "modify"
-MODE_COPY = "copy"
-PROMPT_MAX_LENGTH = 2000
-REFERENCE_SLOTS = 2
 
 # --- Characters -----------------------------------------------------------------------------
 
@@ -187,164 +177,3 @@ def job_zip_stream(assets: Iterable[WorkspaceAsset], *, chunk_size: int = 64 * 1
                     yield from sink.drain()
             yield from sink.drain()
     yield from sink.drain()
-
-
-# --- The prompt bar's state -----------------------------------------------------------------
-
-
-def _clean_uuid(value: Any) -> str | None:
-    try:
-        return str(uuid.UUID(str(value)))
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def _clean_strength(value: Any, default: float) -> float:
-    try:
-        strength = float(value)
-    except (TypeError, ValueError):
-        return default
-    if strength != strength:  # NaN
-        return default
-    return round(max(0.0, min(1.0, strength)), 2)
-
-
-@dataclass
-class StudioState:
-    """What the prompt bar shows: kept in the session, so it survives page loads and plain form posts.
-
-    Reference rules (the product notes): the first image fills ref1, the second ref2, a further one
-    replaces ref2 and keeps ref1. A new reference starts MODIFY at 0.5 with enhancement on;
-    MODIFY -> COPY sets 0.95 and turns enhancement off; COPY -> MODIFY sets 0.5 and turns it back on.
-    """
-
-    refs: list[str | None] = field(default_factory=lambda: [None] * REFERENCE_SLOTS)
-    mode: str = MODE_MODIFY
-    strength: float = MODIFY_REFERENCE_STRENGTH
-    enhance: bool = True
-    model_id: int | None = None
-    images: int = 1
-    prompt: str = ""
-
-    # -- persistence ---------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> StudioState:
-        state = cls()
-        data = data or {}
-        refs = list(data.get("refs") or [])[:REFERENCE_SLOTS]
-        refs += [None] * (REFERENCE_SLOTS - len(refs))
-        state.refs = [_clean_uuid(r) if r else None for r in refs]
-        state.mode = data.get("mode") if data.get("mode") in (MODE_MODIFY, MODE_COPY) else MODE_MODIFY
-        state.strength = _clean_strength(data.get("strength"), MODIFY_REFERENCE_STRENGTH)
-        state.enhance = bool(data.get("enhance", True))
-        model_id = data.get("model_id")
-        state.model_id = model_id if isinstance(model_id, int) else None
-        images = data.get("images")
-        state.images = images if isinstance(images, int) and images >= 1 else 1
-        state.prompt = str(data.get("prompt") or "")[:PROMPT_MAX_LENGTH]
-        return state
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "refs": list(self.refs),
-            "mode": self.mode,
-            "strength": self.strength,
-            "enhance": self.enhance,
-            "model_id": self.model_id,
-            "images": self.images,
-            "prompt": self.prompt,
-        }
-
-    def update_from_form(self, data: Any) -> None:
-        """Take over what the prompt form currently shows (a QueryDict), ignoring what does not parse.
-
-        Controls posted with the form (swap, clear, model change...) must not lose what the user
-        typed or picked meanwhile. The reference slots are never taken from the client: they change
-        only through the reference actions, which check ownership.
-        """
-        if "prompt" in data:
-            self.prompt = str(data.get("prompt", ""))[:PROMPT_MAX_LENGTH]
-        if "model" in data:
-            try:
-                self.model_id = int(data.get("model"))
-            except (TypeError, ValueError):
-                pass
-        if "images" in data:
-            try:
-                self.images = max(1, int(data.get("images")))
-            except (TypeError, ValueError):
-                pass
-        # The form always carries this marker, so an unchecked box (which posts nothing) reads as off.
-        if "enhance_present" in data or "enhance" in data:
-            self.enhance = data.get("enhance") in ("on", "true", "1")
-        if self.has_references:
-            if data.get("mode") in (MODE_MODIFY, MODE_COPY):
-                self.mode = data.get("mode")
-            if "strength" in data:
-                self.strength = _clean_strength(data.get("strength"), self.strength)
-
-    # -- references ----------------------------------------------------------------------
-    @property
-    def references(self) -> list[str]:
-        return [r for r in self.refs if r]
-
-    @property
-    def has_references(self) -> bool:
-        return any(self.refs)
-
-    def add_reference(self, asset_id: uuid.UUID | str, slot: int | None = None) -> None:
-        """Put an image in slot 1 or 2, or (slot None) in the first free slot, else replace ref2."""
-        asset_id = str(asset_id)
-        if slot not in (1, 2):
-            slot = 1 if self.refs[0] is None else 2
-        if self.refs[slot - 1] == asset_id:
-            return
-        other = 2 - slot  # index of the other slot
-        if self.refs[other] == asset_id:
-            if slot == 2:
-                # The same image twice wastes a reference slot (the pipeline drops the duplicate anyway).
-                return
-            self.refs[other] = None  # moved from ref2 up to ref1
-        self.refs[slot - 1] = asset_id
-        self._reset_mode()
-
-    def swap_references(self) -> None:
-        self.refs = [self.refs[1], self.refs[0]]
-
-    def clear_reference(self, slot: int | None = None) -> None:
-        if slot in (1, 2):
-            self.refs[slot - 1] = None
-        else:
-            self.refs = [None] * REFERENCE_SLOTS
-        if not self.has_references:
-            self._reset_mode()
-
-    def keep_only(self, existing: set[str]) -> None:
-        """Drop references to images that were deleted (or never were the user's)."""
-        had_references = self.has_references
-        self.refs = [r if r in existing else None for r in self.refs]
-        if had_references and not self.has_references:
-            self._reset_mode()
-
-    # -- MODIFY / COPY -------------------------------------------------------------------
-    def set_mode(self, mode: str) -> None:
-        if mode not in (MODE_MODIFY, MODE_COPY) or mode == self.mode:
-            return
-        self.mode = mode
-        if mode == MODE_COPY:
-            self.strength = COPY_REFERENCE_STRENGTH
-            self.enhance = False
-        else:
-            self.strength = MODIFY_REFERENCE_STRENGTH
-            self.enhance = True
-
-    def _reset_mode(self) -> None:
-        self.mode = MODE_MODIFY
-        self.strength = MODIFY_REFERENCE_STRENGTH
-        self.enhance = True
-
-    @property
-    def job_mode(self) -> str:
-        if not self.has_references:
-            return JobMode.T2I
-        return JobMode.I2I_COPY if self.mode == MODE_COPY else JobMode.I2I_MODIFY

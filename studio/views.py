@@ -33,6 +33,7 @@ from models_registry.models import ApiModel
 from studio.files import file_response
 from studio.forms import CharacterForm, GenerateForm, UploadForm
 from studio.models import Character, WorkspaceAsset
+from studio.prompt_bar import MODE_COPY, StudioState
 from studio.selectors import (
     asset_for_user,
     batch_chips,
@@ -46,8 +47,6 @@ from studio.selectors import (
     select_model,
 )
 from studio.services import (
-    MODE_COPY,
-    StudioState,
     asset_delete,
     asset_file_name,
     character_create,
