@@ -32,20 +32,11 @@ from generation.services.jobs import JobRequestError, job_create
 from models_registry.models import ApiModel
 from studio.files import file_response
 from studio.forms import CharacterForm, GenerateForm, UploadForm
+from studio.job_cards import gallery_page, job_card
 from studio.models import Character, WorkspaceAsset
 from studio.prompt_bar import MODE_COPY, StudioState
-from studio.selectors import (
-    asset_for_user,
-    batch_chips,
-    character_for_user,
-    characters_for_user,
-    gallery_page,
-    group_by_provider,
-    job_card,
-    model_options,
-    reference_assets,
-    select_model,
-)
+from studio.prompt_options import batch_chips, group_by_provider, model_options, select_model
+from studio.selectors import asset_for_user, character_for_user, characters_for_user, reference_assets
 from studio.services import (
     asset_delete,
     asset_file_name,

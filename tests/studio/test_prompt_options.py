@@ -1,4 +1,4 @@
-"""Changing the model re-renders the chips, prices and notes without a page reload."""
+"""Changing the model re-renders the chips, prices and notes without a page reload; how each chip runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from studio.prompt_options import batch_plan, chip_counts
 from tests.factories import offline_model
 from tests.studio.helpers import htmx
 
@@ -85,3 +86,22 @@ def test_a_model_that_cannot_run_falls_back_to_one_that_can(alice_client, model,
 def test_without_javascript_it_goes_back_to_the_page(alice_client, model):
     response = alice_client.get(OPTIONS, {"model": model.pk})
     assert response.status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("max_images", "count", "plan"),
+    [
+        (4, 4, "1 request, 4 images"),
+        (1, 4, "4 requests"),
+        (1, 1, "1 request"),
+        (2, 4, "2 requests, 4 images"),
+        (10, 10, "1 request, 10 images"),
+    ],
+)
+def test_batch_plans(max_images, count, plan):
+    assert batch_plan(offline_model(max_images=max_images), count) == plan
+
+
+def test_chips_add_a_higher_native_maximum():
+    assert chip_counts(offline_model(max_images=10)) == [1, 2, 4, 10]
+    assert chip_counts(offline_model(max_images=1)) == [1, 2, 4]

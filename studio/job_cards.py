@@ -1,0 +1,188 @@
+"""The gallery as job cards: one card per job, its image places in batch order, and pages of cards.
+
+Presentation only: the reads are studio.selectors.gallery_jobs (a fixed number of queries for any
+page), and a card reads only what that prefetched.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.utils import timezone
+from django.utils.timesince import timesince
+
+from generation.models import GenerationJob, JobStatus, SlotStatus
+from generation.selectors import waiting_on_a_worker
+from studio.models import WorkspaceAsset
+from studio.selectors import gallery_jobs
+from studio.wording import plural
+
+GALLERY_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One image place of a job card, in batch_index order."""
+
+    index: int
+    status: str
+    asset: WorkspaceAsset | None = None
+    error: str = ""
+    # The failure would repeat on a retry (see ImageSlot.failed_permanently).
+    permanent: bool = False
+
+    @property
+    def number(self) -> int:
+        return self.index + 1
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.asset is None and self.status in (SlotStatus.PENDING, SlotStatus.RUNNING)
+
+
+@dataclass
+class JobCard:
+    job: GenerationJob
+    cells: list[Cell]
+    done: int
+    succeeded: int
+    failed: int
+    outcome: str  # "active" | "success" | "partial" | "failed" | "canceled"
+    message: str
+    errors: list[Cell] = field(default_factory=list)
+    age: str = ""
+    # Active, but waiting because no worker runs (generation.selectors.waiting_on_a_worker).
+    paused: bool = False
+
+    @property
+    def total(self) -> int:
+        return len(self.cells)
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 0
+
+    @property
+    def is_active(self) -> bool:
+        return self.outcome == "active"
+
+    @property
+    def can_retry(self) -> bool:
+        """Offer "Retry failed" only where a retry can change something: not all failures permanent."""
+        retryable = any(not cell.permanent for cell in self.errors)
+        return self.job.status in (JobStatus.PARTIAL, JobStatus.FAILED) and retryable
+
+    @property
+    def images(self) -> list[WorkspaceAsset]:
+        return [c.asset for c in self.cells if c.asset is not None]
+
+
+def _age(created_at: datetime, now: datetime) -> str:
+    if now - created_at < timedelta(minutes=1):
+        return "just now"
+    # timesince gives "3 hours, 2 minutes"; the first unit is enough on a card.
+    return timesince(created_at, now).split(",")[0] + " ago"
+
+
+def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
+    """A job as the gallery shows it; reads only prefetched slots and assets (no queries)."""
+    slots = {s.index: s for s in job.slots.all()}
+    assets = {a.batch_index: a for a in job.assets.all()}
+    cells = []
+    for index in range(job.images_requested):
+        slot = slots.get(index)
+        status = slot.status if slot is not None else SlotStatus.PENDING
+        cells.append(
+            Cell(
+                index=index,
+                status=status,
+                asset=assets.get(index),
+                error=slot.error if slot else "",
+                permanent=slot.failed_permanently if slot else False,
+            )
+        )
+    succeeded = sum(1 for c in cells if c.status == SlotStatus.SUCCEEDED)
+    errors = [c for c in cells if c.status == SlotStatus.FAILED]
+    done = sum(1 for c in cells if c.status in (SlotStatus.SUCCEEDED, SlotStatus.FAILED, SlotStatus.CANCELED))
+    total = len(cells)
+
+    paused = waiting_on_a_worker(job)
+    if paused:
+        outcome, message = "active", "Generations are paused: no worker is running. This job starts when one does."
+    elif job.is_active:
+        outcome, message = "active", f"Generating {done}/{total}..."
+    elif job.status == JobStatus.CANCELED:
+        outcome, message = "canceled", f"Canceled. Generated {succeeded} of {plural(total, 'image')}."
+    elif job.status == JobStatus.FAILED or (succeeded == 0 and errors):
+        outcome = "failed"
+        message = "Generation failed." if total == 1 else f"All {total} images failed."
+    elif errors:
+        outcome = "partial"
+        message = f"Generated {succeeded} of {plural(total, 'image')}. {len(errors)} failed."
+    else:
+        outcome, message = "success", f"Generated {succeeded} of {plural(total, 'image')}."
+    if not errors and outcome == "failed":
+        # A job failed as a whole (deadline, dispatch) carries its reason in job.errors.
+        errors = [
+            Cell(index=int(e.get("index", 0)), status=SlotStatus.FAILED, error=str(e.get("error", "")))
+            for e in (job.errors or [])
+            if isinstance(e, dict)
+        ]
+    return JobCard(
+        job=job,
+        cells=cells,
+        done=done,
+        succeeded=succeeded,
+        failed=len(errors),
+        outcome=outcome,
+        message=message,
+        errors=errors,
+        age=_age(job.created_at, now or timezone.now()),
+        paused=paused,
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def gallery_cursor(job: GenerationJob) -> str:
+    """Where the next page starts: after this job in (created_at, id) order. Exact to the microsecond."""
+    micros = (job.created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}_{job.pk.hex}"
+
+
+def _parse_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not cursor:
+        return None
+    try:
+        micros, _, job_id = cursor.partition("_")
+        return _EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(job_id)
+    except (ValueError, OverflowError):
+        return None
+
+
+@dataclass
+class GalleryPage:
+    cards: list[JobCard]
+    next_cursor: str | None
+    is_first: bool
+
+    @property
+    def has_active(self) -> bool:
+        return any(card.is_active for card in self.cards)
+
+
+def gallery_page(user, *, after: str | None = None, size: int = GALLERY_PAGE_SIZE) -> GalleryPage:  # noqa: ANN001
+    """One page of the user's jobs, newest first, as cards: three queries for any page (gallery_jobs)."""
+    position = _parse_cursor(after)
+    page = list(gallery_jobs(user, after=position)[: size + 1])
+    has_more = len(page) > size
+    page = page[:size]
+    now = timezone.now()
+    return GalleryPage(
+        cards=[job_card(job, now=now) for job in page],
+        next_cursor=gallery_cursor(page[-1]) if has_more else None,
+        is_first=position is None,
+    )

@@ -1,0 +1,136 @@
+"""What the prompt bar offers: the models that can run now, grouped by provider, and the batch chips.
+
+Each choice carries how it runs and what it costs. The counts a model allows are a rule of job
+creation, read from where job_create checks them (generation.services.jobs.allowed_counts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from generation.providers import get_provider
+from generation.services.jobs import allowed_counts
+from models_registry.models import ApiModel, Provider
+from studio.wording import money, plural
+
+STANDARD_CHIPS = (1, 2, 4)
+# What one job costs the user, whatever its image count (generation.services.credits.credits_charge).
+CREDITS_PER_JOB = 1
+NO_PROVIDER_COST = "no provider cost"
+
+
+@dataclass
+class ModelOption:
+    model: ApiModel
+    enabled: bool
+    reason: str = ""
+    selected: bool = False
+
+    @property
+    def price(self) -> str:
+        """What the provider charges: "$0.04/image", or that it charges nothing (the job still takes a credit)."""
+        if not self.model.price_per_image:
+            return NO_PROVIDER_COST
+        return f"{money(self.model.price_per_image)}/image"
+
+
+@dataclass
+class ModelGroup:
+    label: str
+    options: list[ModelOption]
+
+
+def model_options(models: list[ApiModel], *, has_references: bool) -> list[ModelOption]:
+    """Every active model with whether it can run now: keys set, and the task the bar asks for."""
+    options = []
+    for model in models:
+        provider = get_provider(model)
+        if not provider.is_configured():
+            options.append(ModelOption(model, False, provider.configuration_hint() or "Not set up on this server."))
+        elif has_references and not model.supports("i2i"):
+            options.append(ModelOption(model, False, "Text only: clear the references to use it."))
+        elif not has_references and not model.supports("t2i"):
+            options.append(ModelOption(model, False, "Needs a reference image."))
+        else:
+            options.append(ModelOption(model, True))
+    return options
+
+
+def select_model(options: list[ModelOption], wanted_id: int | None) -> ModelOption | None:
+    """Mark the wanted model selected if it can run, else the first that can (None if none can)."""
+    chosen = next((o for o in options if o.enabled and o.model.pk == wanted_id), None)
+    chosen = chosen or next((o for o in options if o.enabled), None)
+    for option in options:
+        option.selected = option is chosen
+    return chosen
+
+
+def group_by_provider(options: list[ModelOption]) -> list[ModelGroup]:
+    """<optgroup>s in the order of each provider's first (highest-priority) model."""
+    groups: dict[str, ModelGroup] = {}
+    for option in options:
+        key = option.model.provider
+        if key not in groups:
+            label = Provider(key).label if key in Provider.values else key
+            groups[key] = ModelGroup(label=label, options=[])
+        groups[key].options.append(option)
+    return list(groups.values())
+
+
+def batch_plan(model: ApiModel, count: int) -> str:
+    """How `count` images run on `model`: natively in one request, in chunks, or one request each."""
+    per_request = max(1, model.max_images)
+    if per_request == 1:
+        return plural(count, "request")
+    requests = math.ceil(count / per_request)
+    return f"{plural(requests, 'request')}, {plural(count, 'image')}"
+
+
+@dataclass(frozen=True)
+class BatchChip:
+    """One x1/x2/x4 choice: how it runs, what the provider charges for it, and the credit it takes.
+
+    Both prices are shown: a model with no provider cost is not free to the user, since every
+    job takes a credit.
+    """
+
+    count: int
+    plan: str
+    provider_cost: Decimal
+    selected: bool
+    credits: int = CREDITS_PER_JOB
+
+    @property
+    def label(self) -> str:
+        return f"x{self.count}"
+
+    @property
+    def cost(self) -> str:
+        return f"≈ {money(self.provider_cost)}" if self.provider_cost else NO_PROVIDER_COST
+
+    @property
+    def credits_label(self) -> str:
+        return plural(self.credits, "credit")
+
+
+def chip_counts(model: ApiModel) -> list[int]:
+    """x1, x2, x4 everywhere, and the model's own maximum where it is higher (Seedream: x10)."""
+    allowed = allowed_counts(model)
+    counts = [c for c in STANDARD_CHIPS if c in allowed]
+    if model.max_images > max(STANDARD_CHIPS) and model.max_images in allowed:
+        counts.append(model.max_images)
+    return counts
+
+
+def batch_chips(model: ApiModel | None, selected: int) -> list[BatchChip]:
+    if model is None:
+        return []
+    counts = chip_counts(model)
+    if selected not in counts:
+        selected = counts[0]
+    return [
+        BatchChip(count=c, plan=batch_plan(model, c), provider_cost=model.price_per_image * c, selected=c == selected)
+        for c in counts
+    ]
