@@ -30,7 +30,7 @@ from generation.services.control import job_cancel, job_retry_failed
 from generation.services.credits import credit_account
 from generation.services.jobs import JobRequestError, job_create
 from models_registry.models import ApiModel
-from studio.files import file_response
+from studio.files import asset_file_name, file_response, job_file_stem, job_zip_stream
 from studio.forms import CharacterForm, GenerateForm, UploadForm
 from studio.job_cards import gallery_page, job_card
 from studio.models import Character, WorkspaceAsset
@@ -39,13 +39,10 @@ from studio.prompt_options import batch_chips, group_by_provider, model_options,
 from studio.selectors import asset_for_user, character_for_user, characters_for_user, reference_assets
 from studio.services import (
     asset_delete,
-    asset_file_name,
     character_create,
     character_delete,
     character_lock_portrait,
     character_rename,
-    job_file_stem,
-    job_zip_stream,
     upload_create,
 )
 
