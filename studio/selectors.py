@@ -1,4 +1,4 @@
-"""Reads for the studio pages: characters, assets, reference slots and the gallery's jobs.
+"""Reads for the studio pages: characters, assets, reference slots, the gallery's jobs and a job's download.
 
 Every read is scoped by owner; the gallery costs a fixed number of queries whatever the number of
 jobs and images on the page (it builds on generation.selectors.jobs_for_user). What the pages show
@@ -61,3 +61,13 @@ def gallery_jobs(user, *, after: tuple[datetime, uuid.UUID] | None = None) -> Qu
         created_at, job_id = after
         jobs = jobs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=job_id))
     return jobs
+
+
+def job_images_for_download(job: GenerationJob) -> list[WorkspaceAsset]:
+    """The images of a job already scoped to its owner (job_for_user), with what asset_file_name() reads: one query."""
+    return list(job.assets.select_related("job__character"))
+
+
+def is_portrait(user, asset: WorkspaceAsset) -> bool:  # noqa: ANN001
+    """Whether one of the user's characters has `asset` locked as its portrait."""
+    return Character.objects.filter(owner=user, locked_reference=asset).exists()

@@ -36,7 +36,14 @@ from studio.job_cards import gallery_page, job_card
 from studio.models import Character, WorkspaceAsset
 from studio.prompt_bar import MODE_COPY, StudioState
 from studio.prompt_options import batch_chips, group_by_provider, model_options, select_model
-from studio.selectors import asset_for_user, character_for_user, characters_for_user, reference_assets
+from studio.selectors import (
+    asset_for_user,
+    character_for_user,
+    characters_for_user,
+    is_portrait,
+    job_images_for_download,
+    reference_assets,
+)
 from studio.services import (
     asset_delete,
     character_create,
@@ -371,7 +378,7 @@ def job_cancel_view(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse
 def job_download(request: HtmxHttpRequest, job_id: uuid.UUID) -> StreamingHttpResponse:
     """All images of a job as one ZIP, streamed while it is written."""
     job = _get_job_for_user(request, job_id)
-    assets = list(job.assets.select_related("job__character"))  # asset_file_name() reads both
+    assets = job_images_for_download(job)
     if not assets:
         raise Http404("This job has no images to download.")
     response = StreamingHttpResponse(job_zip_stream(assets), content_type="application/zip")
@@ -403,7 +410,7 @@ def asset_thumbnail(request: HtmxHttpRequest, asset_id: uuid.UUID) -> HttpRespon
 def asset_delete_view(request: HtmxHttpRequest, asset_id: uuid.UUID) -> HttpResponse:
     asset = _get_asset_for_user(request, asset_id)
     job_id = asset.job_id
-    was_portrait = Character.objects.filter(owner=request.user, locked_reference=asset).exists()
+    was_portrait = is_portrait(request.user, asset)
     was_reference = str(asset.pk) in _load_state(request).refs
     asset_delete(asset=asset)
     if not request.htmx:
