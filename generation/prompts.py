@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from generation import modes
 from generation.models import JobMode
-from models_registry.models import GenerationMode, NegativePrompt
+from models_registry.models import NegativePrompt
 
 if TYPE_CHECKING:
     from models_registry.models import ApiModel
@@ -51,18 +52,17 @@ def build_prompt(*, prompt: str, mode: str, character: Character | None = None, 
     if mode == JobMode.I2I_COPY:
         return prompt or COPY_PROMPT
     parts = [character_description(character), prompt]
-    if enhance:
+    if modes.enhancement_for(mode, enhance):
         parts.append(ENHANCEMENT)
     return ", ".join(p for p in parts if p)
 
 
 def negative_prompt_for(*, model: ApiModel, mode: str, content_mode: str = "sfw") -> str:
     """The most specific active negative prompt: one for the model key, its provider, or '*'."""
-    generation_mode = GenerationMode.TXT2IMG if mode == JobMode.T2I else GenerationMode.I2I
     candidates = NegativePrompt.objects.filter(
         is_active=True,
         content_mode=content_mode,
-        generation_mode=generation_mode,
+        generation_mode=modes.rules_for(mode).negative_family,
         model_type__in=[model.key, model.provider, "*"],
     )
     specificity = {model.key: 0, model.provider: 1, "*": 2}

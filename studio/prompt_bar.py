@@ -10,8 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from generation.models import JobMode
-from generation.services.jobs import COPY_REFERENCE_STRENGTH, MODIFY_REFERENCE_STRENGTH
+from generation import modes
 
 MODE_MODIFY = "modify"
 MODE_COPY = "copy"
@@ -47,7 +46,7 @@ class StudioState:
 
     refs: list[str | None] = field(default_factory=lambda: [None] * REFERENCE_SLOTS)
     mode: str = MODE_MODIFY
-    strength: float = MODIFY_REFERENCE_STRENGTH
+    strength: float = modes.MODIFY_REFERENCE_STRENGTH
     enhance: bool = True
     model_id: int | None = None
     images: int = 1
@@ -62,7 +61,7 @@ class StudioState:
         refs += [None] * (REFERENCE_SLOTS - len(refs))
         state.refs = [_clean_uuid(r) if r else None for r in refs]
         state.mode = data.get("mode") if data.get("mode") in (MODE_MODIFY, MODE_COPY) else MODE_MODIFY
-        state.strength = _clean_strength(data.get("strength"), MODIFY_REFERENCE_STRENGTH)
+        state.strength = _clean_strength(data.get("strength"), modes.MODIFY_REFERENCE_STRENGTH)
         state.enhance = bool(data.get("enhance", True))
         model_id = data.get("model_id")
         state.model_id = model_id if isinstance(model_id, int) else None
@@ -158,20 +157,18 @@ class StudioState:
         if mode not in (MODE_MODIFY, MODE_COPY) or mode == self.mode:
             return
         self.mode = mode
-        if mode == MODE_COPY:
-            self.strength = COPY_REFERENCE_STRENGTH
-            self.enhance = False
-        else:
-            self.strength = MODIFY_REFERENCE_STRENGTH
-            self.enhance = True
+        self._apply_mode_defaults()
 
     def _reset_mode(self) -> None:
         self.mode = MODE_MODIFY
-        self.strength = MODIFY_REFERENCE_STRENGTH
-        self.enhance = True
+        self._apply_mode_defaults()
+
+    def _apply_mode_defaults(self) -> None:
+        """Entering MODIFY or COPY sets that mode's strength and enhancement (generation.modes)."""
+        rules = modes.rules_for(modes.job_mode_for(has_references=True, copy=self.mode == MODE_COPY))
+        self.strength = rules.default_strength
+        self.enhance = rules.allows_enhancement
 
     @property
     def job_mode(self) -> str:
-        if not self.has_references:
-            return JobMode.T2I
-        return JobMode.I2I_COPY if self.mode == MODE_COPY else JobMode.I2I_MODIFY
+        return modes.job_mode_for(has_references=self.has_references, copy=self.mode == MODE_COPY)

@@ -23,8 +23,9 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
+from generation import modes
 from generation.imaging import InvalidImage
-from generation.models import GenerationJob, JobMode
+from generation.models import GenerationJob
 from generation.selectors import generations_paused_for, job_for_user
 from generation.services.control import job_cancel, job_retry_failed
 from generation.services.credits import credit_account
@@ -268,10 +269,7 @@ def generate(request: HtmxHttpRequest) -> HttpResponse:
             key = data["idempotency_key"]
             started = timezone.now()
             references = form.references
-            if not references:
-                mode = JobMode.T2I
-            else:
-                mode = JobMode.I2I_COPY if data["mode"] == MODE_COPY else JobMode.I2I_MODIFY
+            mode = modes.job_mode_for(has_references=bool(references), copy=data["mode"] == MODE_COPY)
             try:
                 job = job_create(
                     user=request.user,

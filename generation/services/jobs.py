@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from generation import modes
 from generation.models import GenerationJob, ImageSlot, JobKind, JobMode
 from generation.prompts import build_prompt, negative_prompt_for
 from generation.providers import get_provider
@@ -18,10 +19,6 @@ from studio.models import Character, WorkspaceAsset
 from studio.throttle import rate_limit
 
 STANDARD_COUNTS = (1, 2, 4)
-MODIFY_REFERENCE_STRENGTH = 0.5
-COPY_REFERENCE_STRENGTH = 0.95
-# The worker clamps COPY to at most this much change, whatever the slider says.
-COPY_MAX_DENOISE = 0.05
 
 
 class JobRequestError(Exception):
@@ -40,18 +37,6 @@ def allowed_counts(model: ApiModel) -> list[int]:
     if model.max_images > max(STANDARD_COUNTS):
         counts.update(range(1, model.max_images + 1))
     return sorted(counts)
-
-
-def denoise_for(mode: str, reference_strength: float) -> float:
-    """How far the output may move from the reference (the product notes' conversion)."""
-    denoise = 1.0 - reference_strength
-    if mode == JobMode.I2I_COPY:
-        denoise = min(denoise, COPY_MAX_DENOISE)
-    return round(max(0.0, min(1.0, denoise)), 4)
-
-
-def _required_task(mode: str) -> str:
-    return {JobMode.T2I: "t2i", JobMode.I2I_MODIFY: "i2i", JobMode.I2I_COPY: "i2i", JobMode.I2V: "i2v"}[mode]
 
 
 def job_create(
@@ -82,7 +67,8 @@ def job_create(
     prompt = (prompt or "").strip()
     if mode not in JobMode.values:
         raise JobRequestError("Unknown generation mode.", code="bad_mode", field="mode")
-    if not prompt and mode != JobMode.I2I_COPY:
+    rules = modes.rules_for(mode)
+    if not prompt and rules.prompt_required:
         raise JobRequestError("Write a prompt first.", code="prompt_required", field="prompt")
     if not model.is_active:
         raise JobRequestError(f"{model.display_name} is not available right now.", code="model_inactive", field="model")
@@ -94,9 +80,8 @@ def job_create(
             code="model_unconfigured",
             field="model",
         )
-    task = _required_task(mode)
-    if not model.supports(task):
-        what = "text-to-image" if task == "t2i" else "image-to-image"
+    if not model.supports(rules.task):
+        what = "image-to-image" if rules.uses_references else "text-to-image"
         raise JobRequestError(f"{model.display_name} cannot do {what}.", code="task_unsupported", field="model")
     if images not in allowed_counts(model):
         counts = ", ".join(map(str, allowed_counts(model)))
@@ -107,11 +92,11 @@ def job_create(
         raise JobRequestError("That character does not exist.", code="character_not_found", field="character")
 
     reference_ids = [str(r) for r in references if r]
-    if task == "t2i" and reference_ids:
+    if not rules.uses_references and reference_ids:
         raise JobRequestError(
             "Text-to-image takes no reference image.", code="unexpected_reference", field="references"
         )
-    if task != "t2i" and not reference_ids:
+    if rules.uses_references and not reference_ids:
         raise JobRequestError("Choose a reference image first.", code="reference_required", field="references")
     if len(reference_ids) > 1 and not model.supports("i2i_multi"):
         # The bar says so too: a second reference only reaches models that take several.
@@ -119,14 +104,13 @@ def job_create(
     assets = _owned_assets(user, reference_ids)
 
     job_params: dict[str, Any] = dict(params or {})
-    if task != "t2i":
-        default_strength = COPY_REFERENCE_STRENGTH if mode == JobMode.I2I_COPY else MODIFY_REFERENCE_STRENGTH
-        strength = default_strength if reference_strength is None else float(reference_strength)
+    if rules.uses_references:
+        strength = rules.default_strength if reference_strength is None else float(reference_strength)
         if not 0.0 <= strength <= 1.0:
             raise JobRequestError("Reference strength must be between 0 and 1.", code="bad_strength", field="strength")
         job_params["reference_strength"] = strength
-        job_params["denoise"] = denoise_for(mode, strength)
-    enhance = enhance and mode != JobMode.I2I_COPY
+        job_params["denoise"] = modes.denoise_for(mode, strength)
+    enhance = modes.enhancement_for(mode, enhance)
     job_params["enhance"] = enhance
     job_params.setdefault("seed", random.randrange(2**31))
 

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 
 from django.core.cache import cache
 
-from generation.models import GenerationJob, JobMode
+from generation import modes
+from generation.models import GenerationJob
 from generation.providers import ADAPTERS, adapter_class
-from models_registry.models import ApiModel, FallbackChain, Task
+from models_registry.models import ApiModel, FallbackChain
 
 if TYPE_CHECKING:
     from generation.providers.base import Provider
@@ -74,11 +75,7 @@ def provider_status(kind: str) -> str:
 
 def job_task(job: GenerationJob) -> str:
     """The registry task a job needs: i2i_multi when it carries two references."""
-    if job.mode == JobMode.T2I:
-        return Task.T2I
-    if job.mode == JobMode.I2V:
-        return Task.I2V
-    return Task.I2I_MULTI if len(job.references or []) >= 2 else Task.I2I
+    return modes.registry_task(job.mode, references=len(job.references or []))
 
 
 def tried_models(job: GenerationJob) -> list[str]:

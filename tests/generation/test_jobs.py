@@ -11,7 +11,7 @@ from django.db import connection
 
 from generation.models import CreditAccount, CreditLedger, GenerationJob, ImageSlot, JobMode
 from generation.services.credits import credit_account
-from generation.services.jobs import JobRequestError, allowed_counts, denoise_for, job_create
+from generation.services.jobs import JobRequestError, allowed_counts, job_create
 from models_registry.models import ApiModel
 from studio.models import WorkspaceAsset
 from tests.factories import offline_model, png_bytes
@@ -104,7 +104,6 @@ class TestModes:
         assert (modify.params["reference_strength"], modify.params["denoise"]) == (0.5, 0.5)
         assert (copy.params["reference_strength"], copy.params["denoise"]) == (0.95, 0.05)
         assert copy.params["enhance"] is False and modify.params["enhance"] is True
-        assert denoise_for(JobMode.I2I_COPY, 0.2) == 0.05
 
     def test_it_picks_the_short_negative_prompt_for_i2i(self, alice, model):
         from django.core.management import call_command
