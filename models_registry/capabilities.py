@@ -18,7 +18,7 @@ KNOWN_CAPABILITIES: dict[str, tuple[type, str]] = {
     "batch_api": (bool, "the provider's half-price batch API can run this model"),
     "negative_prompt": (bool, "the model takes a negative_prompt input"),
     "seed": (bool, "the model takes a seed input"),
-    "strength_field": (str, "input field that takes the image-to-image strength"),
+    "denoise_field": (str, "input field that takes the image-to-image denoise (SDXL: prompt_strength)"),
     "version": (str, "pinned provider version id (Replicate)"),
     "offline_preview": (bool, "label the model as an offline preview in the studio"),
     "max_reference_images": (int, "how many reference images one request accepts"),

@@ -14,7 +14,7 @@ from models_registry.models import ApiModel
 
 def offline_model(key: str = "offline/portrait-engine", *, max_images: int | None = None, **kwargs) -> ApiModel:
     """The offline engine's model; max_images sets the per-request maximum (1 = fan-out)."""
-    capabilities = {"offline_preview": True, "seed": True, "strength_field": "strength"}
+    capabilities = {"offline_preview": True, "seed": True, "denoise_field": "strength"}
     if max_images is not None:
         capabilities["max_images"] = max_images
     defaults = {

@@ -80,8 +80,9 @@ class GenerationRequest:
     negative_prompt: str = ""
     seed: int | None = None
     references: list[Reference] = field(default_factory=list)
-    # Image-to-image denoise strength in 0..1 (1 ignores the reference); None for text-to-image.
-    strength: float | None = None
+    # Image-to-image: how far the output may move from the reference, 0..1 (1 ignores it); the
+    # opposite of the studio's reference strength (generation.modes.denoise_for). None for text-to-image.
+    denoise: float | None = None
     # Model-specific extras (image_size, guidance, ...), passed through where the schema has them.
     params: dict[str, Any] = field(default_factory=dict)
     # The job's batch indexes this call fills, in order; images come back in the same order.

@@ -44,7 +44,7 @@ SIZE_PRESETS = {
     "landscape_4_3": (1024, 768),
     "landscape_16_9": (1024, 576),
 }
-# Image-to-image without an explicit strength keeps the reference recognisable.
+# Image-to-image without an explicit denoise keeps the reference recognisable.
 DEFAULT_DENOISE = 0.65
 FILENAME_PREFIX = "charstudio"
 SAVE_NODE = "9"
@@ -230,7 +230,7 @@ def build_graph(
             repeat = {"samples": latent, "amount": request.num_images}
             graph["12"] = {"class_type": "RepeatLatentBatch", "inputs": repeat}
             latent = ["12", 0]
-        denoise = request.strength if request.strength is not None else DEFAULT_DENOISE
+        denoise = request.denoise if request.denoise is not None else DEFAULT_DENOISE
     graph["3"] = {
         "class_type": "KSampler",
         "inputs": {

@@ -20,7 +20,7 @@ MANAGED_FIELDS = frozenset(
 
 def model_inputs(model: ApiModel, request: GenerationRequest, *, count_field: str | None) -> dict[str, Any]:
     """The input object for `model`: the count goes to `count_field` (None: one image a call),
-    references to the model's image field, the strength to its strength field, and params only
+    references to the model's image field, the denoise to its denoise field, and params only
     where the schema has them. Raises a permanent ProviderError for what the model cannot take."""
     properties = schema_properties(model.input_schema)
     capabilities = model.capabilities or {}
@@ -48,6 +48,6 @@ def model_inputs(model: ApiModel, request: GenerationRequest, *, count_field: st
         uris = [reference.url_or_data_uri() for reference in references]
         field = model.image_field
         payload[field] = uris if field == "image_urls" else uris[0]
-    if request.strength is not None and capabilities.get("strength_field"):
-        payload[capabilities["strength_field"]] = request.strength
+    if request.denoise is not None and capabilities.get("denoise_field"):
+        payload[capabilities["denoise_field"]] = request.denoise
     return payload

@@ -219,7 +219,7 @@ class OfflineEngine(Provider):
                 return GeneratedImage(error="The offline engine's simulated provider failed this image.")
             rendering = render_portrait(request.prompt, seed, index)
             if reference is not None:
-                denoise = 1.0 if request.strength is None else request.strength
+                denoise = 1.0 if request.denoise is None else request.denoise
                 rendering = blend_toward(reference, rendering, denoise)
             return GeneratedImage(
                 data=encode_png(rendering),
@@ -227,7 +227,7 @@ class OfflineEngine(Provider):
                 seed=seed,
                 width=rendering.width,
                 height=rendering.height,
-                metadata={"engine": "offline", "denoise": request.strength},
+                metadata={"engine": "offline", "denoise": request.denoise},
             )
 
         # Pillow releases the GIL while filtering and encoding, so a native x4 renders in about

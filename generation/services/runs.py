@@ -219,7 +219,7 @@ def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationReq
         # One seed per request: fan-out requests must not all draw the same picture.
         seed=None if base_seed is None else (int(base_seed) + (indexes[0] if indexes else 0)) % 2**31,
         references=_references(job) if job.references else [],
-        strength=(job.params or {}).get("denoise"),
+        denoise=(job.params or {}).get("denoise"),
         params=params,
         batch_indexes=indexes,
         request_id=str(request.pk),

@@ -155,7 +155,7 @@ class TestComfyUISubmit:
         rsps.post(f"{BASE}/prompt", json=QUEUED)
         references = [Reference(data=PNG, content_type="image/png", key="refs/a.png")] * 2
         request = GenerationRequest(
-            prompt="p", num_images=2, strength=0.45, seed=5, references=references, params={"image_size": "square"}
+            prompt="p", num_images=2, denoise=0.45, seed=5, references=references, params={"image_size": "square"}
         )
         ComfyUI(model()).submit(request)
 

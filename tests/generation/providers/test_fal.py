@@ -112,11 +112,11 @@ class TestFalSubmit:
         presigned = "https://bucket.s3.test/refs/a.png?X-Amz-Signature=abc"
         references = [ref("a.png", url=presigned), ref("b.png"), ref("a.png", url=presigned), ref("b.png")]
         Fal(seeded("fal-ai/flux-2/flash/edit")).submit(
-            GenerationRequest(prompt="same outfit", references=references, strength=0.4)
+            GenerationRequest(prompt="same outfit", references=references, denoise=0.4)
         )
         body = sent_json(rsps.calls[0])
         assert body["image_urls"] == [presigned, "data:image/png;base64," + base64.b64encode(PNG).decode()]
-        assert "strength" not in body  # no strength_field for this model
+        assert "strength" not in body  # no denoise_field for this model
 
     def test_it_sends_one_reference_as_image_url(self, rsps):
         rsps.post("https://queue.fal.run/fal-ai/flux-pro/kontext", json=SUBMITTED)
@@ -142,11 +142,11 @@ class TestFalSubmit:
             "fal-ai/flux/dev/image-to-image",
             "fal",
             input_schema={"properties": {"prompt": {}, "image": {}, "strength": {}, "negative_prompt": {}}},
-            capabilities={"strength_field": "strength"},
+            capabilities={"denoise_field": "strength"},
         )
         rsps.post("https://queue.fal.run/fal-ai/flux/dev/image-to-image", json=SUBMITTED)
         request = GenerationRequest(
-            prompt="p", negative_prompt="blurry", strength=0.35, references=[ref("a.png", url="https://s3.test/a.png")]
+            prompt="p", negative_prompt="blurry", denoise=0.35, references=[ref("a.png", url="https://s3.test/a.png")]
         )
         Fal(model).submit(request)
         assert sent_json(rsps.calls[0]) == {

@@ -45,8 +45,8 @@ def test_prompts_and_batch_indexes_give_visibly_different_portraits():
 def test_copy_is_nearly_the_reference_and_modify_visibly_changes_it():
     reference = Image.open(io.BytesIO(png_bytes((512, 640), (30, 140, 200)))).convert("RGB")
     ref = Reference(data=png_bytes((512, 640), (30, 140, 200)), content_type="image/png")
-    copy = run(references=[ref], strength=0.05)[0]
-    modify = run(references=[ref], strength=0.5)[0]
+    copy = run(references=[ref], denoise=0.05)[0]
+    modify = run(references=[ref], denoise=0.5)[0]
     assert difference(copy, reference) < 8
     assert difference(modify, reference) > 4 * difference(copy, reference)
 

@@ -73,7 +73,7 @@ class TestReplicateSubmit:
             negative_prompt="blurry",
             num_images=2,
             seed=7,
-            strength=0.7,
+            denoise=0.7,
             references=[Reference(data=PNG, content_type="image/png", url="https://s3.test/ref.png")],
             params={"guidance_scale": 7.5, "num_outputs": 4},  # not in the schema / managed: dropped
         )
