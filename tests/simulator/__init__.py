@@ -20,7 +20,8 @@ fal_job_error_status (what a failed job's result GET replays: 422 or a 5xx), fal
 unknown status), fal_status_retry_after (Retry-After on pending polls), gemini_require_image_modality
 (text only unless responseModalities has IMAGE), gemini_broken_next / gemini_broken_kind (garbled
 image parts). Fault rules: fail_next, rate_limit_next, fail_fraction,
-outage, timeout_next, malformed_next, drop_next, clear_faults. See server.py for the protocol details.
+outage, timeout_next, malformed_next, drop_next, clear_faults. server.py is the core; fal.py, replicate.py
+and gemini.py hold each API's protocol details.
 """
 
 from __future__ import annotations

@@ -2,13 +2,17 @@
 
 One stdlib ThreadingHTTPServer on 127.0.0.1:<free port>, run in a daemon thread, serves:
 
-    /fal/{model_id...}                      fal queue API: submit (?fal_webhook=), and the status, result and
-    /fal/{owner}/{app}/requests/{id}[...]   cancel URLs it hands out (they drop the model's sub-path)
-    /fal/.well-known/jwks.json              the public key of the fal webhook signatures
-    /replicate/v1/predictions[...]          Replicate predictions (create 201, Prefer: wait, get, list, cancel)
-    /replicate/v1/models/{o}/{n}/predictions
-    /gemini/{version}/models/{m}:generateContent
-    /files/{name}.png                       the real PNGs the fal and Replicate outputs point at
+    /fal/...                 fal's queue API and the JWKS of its webhook signatures   tests/simulator/fal.py
+    /replicate/v1/...        Replicate predictions (create, get, list, cancel)        tests/simulator/replicate.py
+    /gemini/{version}/...    Gemini generateContent                                   tests/simulator/gemini.py
+    /files/{name}.png        the real PNGs the fal and Replicate outputs point at     here
+
+This module is the core: the server, routing by the first path segment, the shared knobs, fault rules,
+the concurrency cap, the call log, jobs and their output files, and webhook posting. Each provider module
+holds a mixin of Simulator with that provider's knobs (its KNOBS, set in `_reset_<provider>`), its routes
+(METHODS and `_route_<provider>`), its handlers (`_<provider>_<op>`) and credential check
+(`_<provider>_auth`), and where its errors differ from fal's `{"detail": ...}`: `_<provider>_error_body`,
+`_<provider>_fault_messages` and `_<provider>_retry_after_header`.
 
 Generations "run" for `latency` seconds from their submit; nothing happens in the background except
 webhook deliveries, which are timers. Per-test knobs are plain attributes (set them directly or with
@@ -19,51 +23,34 @@ provider is tracked and its maximum kept, so tests can check what the studio's l
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import secrets
-import string
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from tests.simulator import fal, gemini, replicate
+from tests.simulator.fal import FalAPI
+from tests.simulator.gemini import GeminiAPI
 from tests.simulator.images import make_png
-from tests.simulator.signing import FalSigner, new_whsec, standard_webhook_headers
+from tests.simulator.records import DROP, PROVIDERS, Call, Delivery, Fault, Job, Response
+from tests.simulator.replicate import ReplicateAPI
+from tests.simulator.signing import FalSigner, new_whsec
 
-PROVIDERS = ("fal", "replicate", "gemini")
-# fal ids with a namespace have one more leading segment before owner/app (providers.md 1.1).
-FAL_NAMESPACES = frozenset({"workflows", "comfy"})
-GOOGLE_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
+__all__ = ["MALFORMED_BODY", "Call", "Delivery", "Fault", "Simulator"]
+
 MALFORMED_BODY = b'{"status": "IN_QUEUE", "request_id": "3f1c'  # cut off mid-answer
 _KNOBS = (
     "latency",
     "latencies",
     "num_images",
     "image_size",
-    "replicate_output_string",
-    "replicate_prefer_wait",
-    "gemini_mode",
-    "gemini_block_reason",
     "concurrency_cap",
     "webhooks_enabled",
     "forge_webhook_signatures",
@@ -72,173 +59,24 @@ _KNOBS = (
     "accepted_keys",
     "fail_jobs",
     "timeout_seconds",
-    "fal_max_num_images",
-    "replicate_max_outputs",
-    "fal_urls_base",
-    "fal_job_error_status",
-    "fal_status_override",
-    "fal_status_retry_after",
-    "gemini_require_image_modality",
-    "gemini_broken_next",
-    "gemini_broken_kind",
+    *fal.KNOBS,
+    *replicate.KNOBS,
+    *gemini.KNOBS,
 )
+_METHODS = {("files", "file"): "GET", **fal.METHODS, **replicate.METHODS, **gemini.METHODS}
+_FAULT_MESSAGES = {
+    429: "Rate limit exceeded.",
+    500: "Internal server error.",
+    502: "Bad gateway.",
+    503: "The service is temporarily unavailable.",
+    504: "Gateway timeout.",
+    401: "Unauthorized",
+    422: "Invalid input.",
+}
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-@dataclass
-class Call:
-    """One request the simulator received."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-    json: Any
-    provider: str  # fal | replicate | gemini | files | meta | unknown
-    op: str  # fal: submit/status/result/cancel; replicate: create/get/cancel; gemini: generate; files: file
-    started: float  # time.monotonic()
-    finished: float | None = None
-    status: int | None = None
-    fault: str = ""  # the fault rule kind that answered it, if any
-    response: bytes = b""  # the answer's body
-
-    @property
-    def response_json(self) -> Any:
-        try:
-            return json.loads(self.response)
-        except ValueError:
-            return None
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    @property
-    def prompt(self) -> str | None:
-        """The prompt the call carried, whatever the provider's body shape."""
-        body = self.json if isinstance(self.json, dict) else {}
-        if self.provider == "fal":
-            return body.get("prompt")
-        if self.provider == "replicate":
-            return (body.get("input") or {}).get("prompt")
-        if self.provider == "gemini":
-            for content in body.get("contents") or []:
-                for part in content.get("parts") or []:
-                    if isinstance(part, dict) and part.get("text"):
-                        return part["text"]
-        return None
-
-
-@dataclass
-class Fault:
-    """A rule that answers matching API calls with a failure instead of the normal answer.
-
-    kind: "status" (an error answer), "timeout" (sleep `seconds`, then answer normally, usually to a
-    client that gave up), "malformed" (200 with a cut-off JSON body) or "drop" (close the connection
-    without an answer). provider None matches any of fal/replicate/gemini (never file downloads);
-    op None any operation. remaining None means forever; fraction < 1 applies it at random.
-    """
-
-    kind: str
-    provider: str | None = None
-    op: str | None = None
-    remaining: int | None = 1
-    fraction: float = 1.0
-    status: int = 500
-    retry_after: float | None = None
-    retry_after_header: bool | None = None  # None: fal/Replicate send the header, Gemini only RetryInfo
-    body: Any = None
-    seconds: float = 0.0
-    hits: int = 0
-
-    def matches(self, provider: str, op: str) -> bool:
-        if self.provider is None:
-            if provider not in PROVIDERS:
-                return False
-        elif self.provider != provider:
-            return False
-        if self.op is not None and self.op != op:
-            return False
-        return self.remaining is None or self.remaining > 0
-
-
-@dataclass
-class Delivery:
-    """One webhook POST the simulator made."""
-
-    provider: str
-    url: str
-    headers: dict[str, str]
-    body: bytes
-    forged: bool
-    status: int | None = None
-    error: str = ""
-    at: float = 0.0
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class _Job:
-    """One generation on the simulated provider side."""
-
-    provider: str
-    id: str
-    model: str
-    input: dict[str, Any]
-    num_images: int
-    latency: float
-    fail: bool
-    prefix: str = ""  # fal: the owner/app part its URLs use
-    webhook: str | None = None
-    created: float = field(default_factory=time.monotonic)
-    created_at: str = field(default_factory=_now_iso)
-    canceled: bool = False
-    canceled_at: str | None = None
-    files: list[str] = field(default_factory=list)
-    seed: int = field(default_factory=lambda: random.randrange(2**31))
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.created
-
-    @property
-    def done(self) -> bool:
-        return self.canceled or self.elapsed() >= self.latency
-
-    def state(self) -> str:
-        """queued | running | succeeded | failed | canceled"""
-        if self.canceled:
-            return "canceled"
-        elapsed = self.elapsed()
-        if elapsed >= self.latency:
-            return "failed" if self.fail else "succeeded"
-        return "queued" if elapsed < self.latency * 0.25 else "running"
-
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> _Response:
-        return cls(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-_DROP = _Response(0)  # close the connection without answering
-
-
-class Simulator:
+class Simulator(FalAPI, ReplicateAPI, GeminiAPI):
     """The simulated providers. Thread-safe; `reset()` restores every knob and forgets every call."""
-
-    user_id = "github|character-studio-sim"
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self._lock = threading.RLock()
@@ -285,13 +123,6 @@ class Simulator:
             # Images per generation: None = as the request asked (num_images / num_outputs / 1).
             self.num_images: int | None = None
             self.image_size = (96, 128)
-            # Replicate answers `output` as one URL string instead of a list (some models do).
-            self.replicate_output_string = False
-            # Honour `Prefer: wait` on create (False: answer "starting" at once, as a busy API may).
-            self.replicate_prefer_wait = True
-            # "image" | "text" (a STOP with only text) | "blocked" (promptFeedback.blockReason, no candidates)
-            self.gemini_mode = "image"
-            self.gemini_block_reason = "PROHIBITED_CONTENT"
             # More API calls in flight to one provider than this are answered 429 (None: no cap).
             self.concurrency_cap: int | None = None
             self.webhooks_enabled = True
@@ -308,33 +139,16 @@ class Simulator:
             self.fail_jobs = 0
             # How long a "timeout" fault sleeps by default: longer than the studio's read timeout.
             self.timeout_seconds = 3.0
-            self.fal_max_num_images = 10
-            self.replicate_max_outputs = 4
-            # fal hands out its status/response/cancel URLs on this base instead of its own (a foreign
-            # host: the studio must never call it, let alone with the key). None: the simulator's fal_url.
-            self.fal_urls_base: str | None = None
-            # The HTTP status a failed fal job's result GET replays: 422 (the model refused the input,
-            # COMPLETED with error "Invalid status code: 422") or a 5xx (a runner failure, with
-            # error_type runner_disconnected).
-            self.fal_job_error_status = 422
-            # Status polls answer 200 with this status instead of the real one (an unknown status).
-            self.fal_status_override: str | None = None
-            # Pending (202) status answers carry this Retry-After (seconds), as a busy queue may.
-            self.fal_status_retry_after: float | None = None
-            # A generateContent whose generationConfig.responseModalities lacks "IMAGE" is answered with
-            # text only. Stricter than the real API, which may still draw: it proves the studio asks.
-            self.gemini_require_image_modality = True
-            # The next N Gemini answers carry a broken image part (each still billed, as on Google):
-            # gemini_broken_kind "not-an-image" (base64 of HTML), "not-base64" or "no-data".
-            self.gemini_broken_next = 0
-            self.gemini_broken_kind = "not-an-image"
+            self._reset_fal()
+            self._reset_replicate()
+            self._reset_gemini()
             self.faults: list[Fault] = []
             self.calls: list[Call] = []
             self.deliveries: list[Delivery] = []
             self.errors: list[str] = []  # exceptions raised while answering (simulator bugs)
             self.in_flight = dict.fromkeys(PROVIDERS, 0)
             self.max_in_flight = dict.fromkeys(PROVIDERS, 0)
-            self._jobs: dict[str, _Job] = {}
+            self._jobs: dict[str, Job] = {}
             self._files: dict[str, bytes] = {}
 
     def configure(self, **knobs: Any) -> Simulator:
@@ -523,7 +337,7 @@ class Simulator:
                 raise AssertionError(f"simulator: condition not met within {timeout}s")
             time.sleep(interval)
 
-    def job(self, external_id: str) -> _Job | None:
+    def job(self, external_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(external_id)
 
@@ -534,7 +348,7 @@ class Simulator:
             return [self._files[name] for name in job.files] if job else []
 
     # --- request handling -------------------------------------------------------------------
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> _Response:
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Response:
         parts = urlsplit(raw_path)
         path, query = parts.path, parse_qs(parts.query)
         provider, op, params = self._route(method, path)
@@ -556,7 +370,7 @@ class Simulator:
         except Exception as exc:  # a simulator bug: answer 599, and keep it for the fixture to report
             with self._lock:
                 self.errors.append(f"{call.method} {call.path}: {exc!r}")
-            response = _Response(599, f"simulator error: {exc!r}".encode(), {"Content-Type": "text/plain"})
+            response = Response(599, f"simulator error: {exc!r}".encode(), {"Content-Type": "text/plain"})
         finally:
             # Leave the in-flight count before the answer is written: the client cannot see the answer
             # (and start its next call) while this call still counts.
@@ -575,61 +389,19 @@ class Simulator:
         head, rest = segments[0], segments[1:]
         if head == "files" and len(rest) == 1:
             return "files", "file", {"name": rest[0]}
-        if head == "fal":
-            if rest == [".well-known", "jwks.json"]:
-                return "meta", "jwks", {}
-            if "requests" in rest:
-                i = rest.index("requests")
-                prefix, tail = "/".join(rest[:i]), rest[i + 1 :]
-                if len(tail) == 1:
-                    return "fal", "result", {"prefix": prefix, "id": tail[0]}
-                if len(tail) == 2 and tail[1] in {"status", "cancel"}:
-                    return "fal", tail[1], {"prefix": prefix, "id": tail[0]}
-                return "fal", "unknown", {}
-            return "fal", "submit", {"model": "/".join(rest)}
-        if head == "replicate" and rest[:1] == ["v1"]:
-            rest = rest[1:]
-            if rest == ["predictions"]:
-                return "replicate", ("list" if method == "GET" else "create"), {}
-            if len(rest) == 4 and rest[0] == "models" and rest[3] == "predictions":
-                return "replicate", "create", {"model": f"{rest[1]}/{rest[2]}"}
-            if len(rest) == 2 and rest[0] == "predictions":
-                return "replicate", "get", {"id": rest[1]}
-            if len(rest) == 3 and rest[0] == "predictions" and rest[2] == "cancel":
-                return "replicate", "cancel", {"id": rest[1]}
-            return "replicate", "unknown", {}
-        if head == "gemini" and len(rest) == 3 and rest[1] == "models" and rest[2].endswith(":generateContent"):
-            return "gemini", "generate", {"version": rest[0], "model": rest[2].removesuffix(":generateContent")}
-        return (head if head in PROVIDERS else "unknown"), "unknown", {}
+        if head in PROVIDERS:
+            return getattr(self, f"_route_{head}")(method, rest)
+        return "unknown", "unknown", {}
 
-    _METHODS = {
-        ("fal", "submit"): "POST",
-        ("fal", "status"): "GET",
-        ("fal", "result"): "GET",
-        ("fal", "cancel"): "PUT",
-        ("replicate", "create"): "POST",
-        ("replicate", "get"): "GET",
-        ("replicate", "list"): "GET",
-        ("replicate", "cancel"): "POST",
-        ("gemini", "generate"): "POST",
-        ("files", "file"): "GET",
-        ("meta", "jwks"): "GET",
-    }
-
-    def _answer(self, call: Call, params: dict[str, str], in_flight: int) -> _Response:
+    def _answer(self, call: Call, params: dict[str, str], in_flight: int) -> Response:
         provider, op = call.provider, call.op
-        expected = self._METHODS.get((provider, op))
+        expected = _METHODS.get((provider, op))
         if expected is None:
             return self._error(provider, 404, "Not found.")
         if call.method != expected:
             return self._error(provider, 405, f"Method {call.method} not allowed.")
-        if provider == "files":
-            data = self._files.get(params["name"])
-            if data is None:
-                return _Response(404, b"not found", {"Content-Type": "text/plain"})
-            return _Response(200, data, {"Content-Type": "image/png"})
-        if provider == "meta":
-            return _Response.json(200, self.fal_signer.jwks())
+        if provider not in PROVIDERS:  # file downloads and fal's JWKS: no cap, faults or credentials
+            return getattr(self, f"_{provider}_{op}")(call, params)
 
         cap = self.concurrency_cap
         if cap is not None and in_flight > cap:
@@ -640,12 +412,12 @@ class Simulator:
             if fault.kind == "status":
                 return self._fault_answer(provider, fault)
             if fault.kind == "malformed":
-                return _Response(200, MALFORMED_BODY, {"Content-Type": "application/json"})
+                return Response(200, MALFORMED_BODY, {"Content-Type": "application/json"})
             if fault.kind == "drop":
-                return _DROP
+                return DROP
             if fault.kind == "timeout":
                 self._sleep(fault.seconds)
-        denied = self._check_auth(call)
+        denied = getattr(self, f"_{provider}_auth")(call)
         if denied is not None:
             return denied
         handler = getattr(self, f"_{provider}_{op}")
@@ -683,56 +455,22 @@ class Simulator:
         retry_after: float | None = None,
         header: bool | None = None,
         body: Any = None,
-    ) -> _Response:
+    ) -> Response:
+        """An error answer in the provider's shape (`_<provider>_error_body`, else fal's `{"detail": ...}`), or
+        `body` as given. Retry-After is a header unless the provider says when in the body only."""
         headers: dict[str, str] = {}
-        if retry_after is not None and (header if header is not None else provider != "gemini"):
+        in_header = header if header is not None else getattr(self, f"_{provider}_retry_after_header", True)
+        if retry_after is not None and in_header:
             headers["Retry-After"] = f"{retry_after:g}"
         if body is not None:
-            return _Response.json(status, body, headers) if not isinstance(body, bytes) else _Response(status, body)
-        if provider == "gemini":
-            error: dict[str, Any] = {"code": status, "message": message, "status": GOOGLE_STATUS.get(status, "UNKNOWN")}
-            if status == 429:
-                error["details"] = [
-                    {
-                        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                        "violations": [
-                            {
-                                "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-                                "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
-                            }
-                        ],
-                    }
-                ]
-                if retry_after is not None:
-                    error["details"].append(
-                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
-                    )
-            return _Response.json(status, {"error": error}, headers)
-        if provider == "replicate":
-            if status == 429:
-                wait = f"{retry_after:g}" if retry_after is not None else "30"
-                payload = {"detail": f"Request was throttled. Your rate limit resets in ~{wait}s.", "status": 429}
-            else:
-                title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-                payload = {"type": None, "title": title, "status": status, "detail": message}
-            return _Response.json(status, payload, headers)
-        return _Response.json(status, {"detail": message}, headers)
+            return Response.json(status, body, headers) if not isinstance(body, bytes) else Response(status, body)
+        error_body = getattr(self, f"_{provider}_error_body", None)
+        payload = error_body(status, message, retry_after) if error_body else {"detail": message}
+        return Response.json(status, payload, headers)
 
-    def _fault_answer(self, provider: str, fault: Fault) -> _Response:
-        messages = {
-            429: "Rate limit exceeded.",
-            500: "Internal server error.",
-            502: "Bad gateway.",
-            503: "The service is temporarily unavailable.",
-            504: "Gateway timeout.",
-            401: "Unauthorized",
-            422: "Invalid input.",
-        }
+    def _fault_answer(self, provider: str, fault: Fault) -> Response:
+        messages = {**_FAULT_MESSAGES, **getattr(self, f"_{provider}_fault_messages", {})}
         message = messages.get(fault.status, f"Simulated HTTP {fault.status}.")
-        if provider == "gemini" and fault.status == 429:
-            message = "You exceeded your current quota, please check your plan and billing details."
-        if provider == "gemini" and fault.status == 503:
-            message = "The model is overloaded. Please try again later."
         return self._error(
             provider,
             fault.status,
@@ -742,44 +480,14 @@ class Simulator:
             body=fault.body,
         )
 
-    def _check_auth(self, call: Call) -> _Response | None:
-        provider = call.provider
-        accepted = self.accepted_keys.get(provider, "")
-        if provider == "fal":
-            presented = call.headers.get("authorization", "")
-            if presented == f"Key {accepted}":
-                return None
-            text = f"Unauthorized: invalid key {presented!r}" if self.echo_credentials else "Unauthorized"
-            return self._error("fal", 401, text)
-        if provider == "replicate":
-            presented = call.headers.get("authorization", "")
-            if presented == f"Bearer {accepted}":
-                return None
-            text = "You did not pass a valid authentication token"
-            if self.echo_credentials:
-                text += f": {presented!r}"
-            return self._error("replicate", 401, text, body=None)
-        if provider == "gemini":
-            presented = call.headers.get("x-goog-api-key") or (call.query.get("key") or [""])[0]
-            if presented == accepted:
-                return None
-            text = "API key not valid. Please pass a valid API key."
-            if self.echo_credentials:
-                text += f" (got {presented!r})"
-            response = self._error("gemini", 400, text)
-            body = json.loads(response.body)
-            body["error"]["details"] = [
-                {
-                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": "API_KEY_INVALID",
-                    "domain": "googleapis.com",
-                }
-            ]
-            return _Response.json(400, body)
-        return None
-
     # --- files ------------------------------------------------------------------------------
-    def _outputs(self, job: _Job) -> list[str]:
+    def _files_file(self, call: Call, params: dict[str, str]) -> Response:
+        data = self._files.get(params["name"])
+        if data is None:
+            return Response(404, b"not found", {"Content-Type": "text/plain"})
+        return Response(200, data, {"Content-Type": "image/png"})
+
+    def _outputs(self, job: Job) -> list[str]:
         """The job's image URLs, made on first use (real PNGs, distinct per image)."""
         with self._lock:
             if not job.files:
@@ -793,354 +501,6 @@ class Simulator:
         if self.num_images is not None:
             return int(self.num_images)
         return requested if isinstance(requested, int) and not isinstance(requested, bool) else 1
-
-    # --- fal --------------------------------------------------------------------------------
-    @staticmethod
-    def _fal_prefix(model: str) -> str:
-        segments = model.split("/")
-        keep = 3 if segments and segments[0] in FAL_NAMESPACES else 2
-        return "/".join(segments[:keep])
-
-    def _fal_urls(self, job: _Job) -> dict[str, str]:
-        base = f"{(self.fal_urls_base or self.fal_url).rstrip('/')}/{job.prefix}/requests/{job.id}"
-        return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
-
-    def _fal_submit(self, call: Call, params: dict[str, str]) -> _Response:
-        body = call.json
-        if not isinstance(body, dict):
-            return self._error(
-                "fal", 422, "", body={"detail": [{"loc": ["body"], "msg": "Invalid JSON", "type": "json_invalid"}]}
-            )
-        if not isinstance(body.get("prompt"), str) or not body["prompt"]:
-            detail = [{"loc": ["body", "prompt"], "msg": "Field required", "type": "missing"}]
-            return self._error("fal", 422, "", body={"detail": detail})
-        requested = body.get("num_images", 1)
-        if not isinstance(requested, int) or not 1 <= requested <= self.fal_max_num_images:
-            detail = [
-                {
-                    "loc": ["body", "num_images"],
-                    "msg": f"Input should be less than or equal to {self.fal_max_num_images}",
-                    "type": "less_than_equal",
-                    "ctx": {"le": self.fal_max_num_images},
-                }
-            ]
-            return self._error("fal", 422, "", body={"detail": detail})
-        model = params["model"]
-        webhook = (call.query.get("fal_webhook") or [None])[0]
-        job = _Job(
-            "fal",
-            str(uuid.uuid4()),
-            model,
-            body,
-            self._count(requested),
-            self._latency("fal"),
-            self._take_job_failure(),
-            prefix=self._fal_prefix(model),
-            webhook=webhook,
-        )
-        with self._lock:
-            self._jobs[job.id] = job
-        answer = {"request_id": job.id, "status": "IN_QUEUE", "queue_position": 0, **self._fal_urls(job)}
-        if webhook:
-            answer["gateway_request_id"] = job.id
-            self._schedule(job.latency, lambda: self._fal_deliver(job))
-        return _Response.json(200, answer)
-
-    def _fal_find(self, params: dict[str, str]) -> _Job | None:
-        job = self.job(params["id"])
-        # The URLs use owner/app only: a URL built from the full model id finds nothing, as on fal.
-        if job is None or job.provider != "fal" or job.prefix != params["prefix"]:
-            return None
-        return job
-
-    def _fal_output(self, job: _Job) -> dict[str, Any]:
-        width, height = self.image_size
-        images = [
-            {
-                "url": url,
-                "width": width,
-                "height": height,
-                "content_type": "image/png",
-                "file_name": url.rsplit("/", 1)[1],
-            }
-            for url in self._outputs(job)
-        ]
-        return {
-            "images": images,
-            "timings": {"inference": job.latency},
-            "seed": job.input.get("seed", job.seed),
-            "has_nsfw_concepts": [False] * len(images),
-            "prompt": job.input.get("prompt", ""),
-        }
-
-    def _fal_job_error(self) -> tuple[str, str | None, int, dict[str, Any]]:
-        """(error, error_type, result status, result body) of a failed fal job (fal_job_error_status)."""
-        status = self.fal_job_error_status
-        if status >= 500:
-            return "Runner disconnected", "runner_disconnected", status, {"detail": "Runner disconnected"}
-        return f"Invalid status code: {status}", None, status, self._FAL_JOB_ERROR
-
-    _FAL_JOB_ERROR = {
-        "detail": [
-            {
-                "loc": ["body", "prompt"],
-                "msg": "The prompt was flagged by the content checker.",
-                "type": "content_policy_violation",
-            }
-        ]
-    }
-
-    def _fal_status(self, call: Call, params: dict[str, str]) -> _Response:
-        job = self._fal_find(params)
-        if job is None:
-            return self._error("fal", 404, "Request not found")
-        logs_wanted = (call.query.get("logs") or ["0"])[0] in {"1", "true"}
-        common = {"request_id": job.id, **self._fal_urls(job)}
-        if self.fal_status_override is not None:
-            return _Response.json(200, {"status": self.fal_status_override, "logs": None, **common})
-        state = job.state()
-        wait = self.fal_status_retry_after
-        pending_headers = {"Retry-After": f"{wait:g}"} if wait is not None else {}
-        if state == "queued":
-            answer = {"status": "IN_QUEUE", "queue_position": 0, "logs": None, **common}
-            return _Response.json(202, answer, pending_headers)
-        if state == "running":
-            logs = [{"message": "step 1/4", "level": "INFO", "source": "user", "timestamp": _now_iso()}]
-            answer = {"status": "IN_PROGRESS", "logs": logs if logs_wanted else None, **common}
-            return _Response.json(202, answer, pending_headers)
-        answer = {
-            "status": "COMPLETED",
-            "logs": [] if logs_wanted else None,
-            "metrics": {"inference_time": job.latency},
-            "error": None,
-            "error_type": None,
-            **common,
-        }
-        if state == "failed":
-            answer["error"], answer["error_type"], _, _ = self._fal_job_error()
-        elif state == "canceled":
-            answer["error"], answer["error_type"] = "Request was cancelled", "request_cancelled"
-        return _Response.json(200, answer)
-
-    def _fal_result(self, call: Call, params: dict[str, str]) -> _Response:
-        job = self._fal_find(params)
-        if job is None:
-            return self._error("fal", 404, "Request not found")
-        state = job.state()
-        if state in {"queued", "running"}:
-            return self._error("fal", 400, "Request is still in progress")
-        if state == "failed":
-            _, _, status, body = self._fal_job_error()
-            return self._error("fal", status, "", body=body)
-        if state == "canceled":
-            return self._error("fal", 400, "Request was cancelled")
-        return _Response.json(200, self._fal_output(job))
-
-    def _fal_cancel(self, call: Call, params: dict[str, str]) -> _Response:
-        job = self._fal_find(params)
-        if job is None:
-            return _Response.json(404, {"status": "NOT_FOUND"})
-        with self._lock:
-            if job.done:
-                return _Response.json(400, {"status": "ALREADY_COMPLETED"})
-            job.canceled, job.canceled_at = True, _now_iso()
-        return _Response.json(202, {"status": "CANCELLATION_REQUESTED"})
-
-    def _fal_deliver(self, job: _Job) -> None:
-        state = job.state()
-        if not self.webhooks_enabled or not job.webhook or state == "canceled":
-            return
-        body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
-        if state == "succeeded":
-            body.update(status="OK", payload=self._fal_output(job))
-        else:
-            _, _, status, payload = self._fal_job_error()
-            body.update(status="ERROR", error=f"Invalid status code: {status}", payload=payload)
-        raw = json.dumps(body).encode()
-        forged = self.forge_webhook_signatures
-        signer = FalSigner() if forged else self.fal_signer
-        headers = signer.headers(
-            request_id=job.id, user_id=self.user_id, timestamp=int(time.time()) + self.webhook_timestamp_skew, body=raw
-        )
-        self._post(Delivery("fal", job.webhook, {"Content-Type": "application/json", **headers}, raw, forged))
-
-    # --- Replicate --------------------------------------------------------------------------
-    def _replicate_urls(self, job: _Job) -> dict[str, str]:
-        get = f"{self.replicate_url}/v1/predictions/{job.id}"
-        return {
-            "get": get,
-            "cancel": f"{get}/cancel",
-            "stream": f"{self.base_url}/replicate-stream/v1/files/{job.id}",
-            "web": f"https://replicate.com/p/{job.id}",
-        }
-
-    def _prediction(self, job: _Job) -> dict[str, Any]:
-        state = job.state()
-        status = {"queued": "starting", "running": "processing"}.get(state, state)
-        output: Any = None
-        if state == "succeeded":
-            urls = self._outputs(job)
-            output = urls[0] if self.replicate_output_string and urls else urls
-        finished = state in {"succeeded", "failed", "canceled"}
-        return {
-            "id": job.id,
-            "model": job.model,
-            "version": job.input.get("version") or "dp-" + job.id[:12],
-            "input": job.input.get("input", {}),
-            "logs": "" if state == "queued" else f"Using seed: {job.seed}\n",
-            "output": output,
-            "data_removed": False,
-            "error": "NSFW content detected. Try running it again, or try a different prompt."
-            if state == "failed"
-            else None,
-            "source": "api",
-            "status": status,
-            "created_at": job.created_at,
-            "started_at": None if state == "queued" else job.created_at,
-            "completed_at": (job.canceled_at or _now_iso()) if finished else None,
-            "urls": self._replicate_urls(job),
-            "metrics": {"predict_time": job.latency} if state in {"succeeded", "failed"} else {},
-        }
-
-    def _replicate_create(self, call: Call, params: dict[str, str]) -> _Response:
-        body = call.json
-        if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
-            return self._error("replicate", 422, "The request body must be a JSON object with an input object.")
-        model = params.get("model")
-        if model is None:
-            if not body.get("version"):
-                return self._error("replicate", 422, "Invalid version or not permitted: a version is required.")
-            model = str(body["version"]).split(":")[0] if "/" in str(body["version"]) else "sim/versioned-model"
-        inputs = body["input"]
-        if not inputs.get("prompt"):
-            return self._error("replicate", 422, "input.prompt is required.")
-        requested = inputs.get("num_outputs", inputs.get("num_images", 1))
-        if not isinstance(requested, int) or not 1 <= requested <= self.replicate_max_outputs:
-            return self._error(
-                "replicate", 422, f"input.num_outputs must be less than or equal to {self.replicate_max_outputs}."
-            )
-        job_id = "".join(random.choices(string.ascii_lowercase + string.digits, k=26))
-        job = _Job(
-            "replicate",
-            job_id,
-            model,
-            body,
-            self._count(requested),
-            self._latency("replicate"),
-            self._take_job_failure(),
-            webhook=body.get("webhook"),
-        )
-        with self._lock:
-            self._jobs[job.id] = job
-        if job.webhook:
-            self._schedule(job.latency, lambda: self._replicate_deliver(job))
-        wait = self._prefer_wait(call.headers.get("prefer", ""))
-        if wait and self.replicate_prefer_wait:
-            self._sleep(min(wait, max(0.0, job.latency - job.elapsed())))
-        return _Response.json(201, self._prediction(job))
-
-    @staticmethod
-    def _prefer_wait(prefer: str) -> float:
-        for item in prefer.split(","):
-            name, _, value = item.strip().partition("=")
-            if name.strip().lower() == "wait":
-                try:
-                    return max(1.0, min(60.0, float(value))) if value else 60.0
-                except ValueError:
-                    return 60.0
-        return 0.0
-
-    def _replicate_find(self, params: dict[str, str]) -> _Job | None:
-        job = self.job(params["id"])
-        return job if job is not None and job.provider == "replicate" else None
-
-    def _replicate_get(self, call: Call, params: dict[str, str]) -> _Response:
-        job = self._replicate_find(params)
-        if job is None:
-            return self._error("replicate", 404, "Not found.")
-        return _Response.json(200, self._prediction(job))
-
-    def _replicate_list(self, call: Call, params: dict[str, str]) -> _Response:
-        """GET /v1/predictions: the account's predictions, newest first, one page."""
-        with self._lock:
-            jobs = [job for job in self._jobs.values() if job.provider == "replicate"]
-        jobs.sort(key=lambda job: job.created, reverse=True)
-        results = [{**self._prediction(job), "webhook": job.webhook} for job in jobs[:100]]
-        return _Response.json(200, {"next": None, "previous": None, "results": results})
-
-    def _replicate_cancel(self, call: Call, params: dict[str, str]) -> _Response:
-        job = self._replicate_find(params)
-        if job is None:
-            return self._error("replicate", 404, "Not found.")
-        with self._lock:
-            if not job.done:
-                job.canceled, job.canceled_at = True, _now_iso()
-        return _Response.json(200, self._prediction(job))
-
-    def _replicate_deliver(self, job: _Job) -> None:
-        if not self.webhooks_enabled or not job.webhook:
-            return
-        raw = json.dumps(self._prediction(job)).encode()
-        forged = self.forge_webhook_signatures
-        secret = new_whsec() if forged else self.replicate_webhook_secret
-        headers = standard_webhook_headers(
-            secret,
-            webhook_id=f"msg_{secrets.token_hex(12)}",
-            timestamp=int(time.time()) + self.webhook_timestamp_skew,
-            body=raw,
-        )
-        self._post(Delivery("replicate", job.webhook, {"Content-Type": "application/json", **headers}, raw, forged))
-
-    # --- Gemini -----------------------------------------------------------------------------
-    def _gemini_generate(self, call: Call, params: dict[str, str]) -> _Response:
-        body = call.json
-        contents = body.get("contents") if isinstance(body, dict) else None
-        if not isinstance(contents, list) or not contents:
-            return self._error("gemini", 400, "* GenerateContentRequest.contents: contents is not specified")
-        config = body.get("generationConfig") or body.get("generation_config") or {}
-        if isinstance(config, dict) and (config.get("candidateCount") or config.get("candidate_count") or 1) > 1:
-            return self._error(
-                "gemini", 400, f"Multiple candidates is not enabled for models/{params['model']}.", header=False
-            )
-        modalities = config.get("responseModalities") or config.get("response_modalities") or []
-        wants_image = isinstance(modalities, list) and "IMAGE" in [str(m).upper() for m in modalities]
-        self._sleep(self._latency("gemini"))
-        response_id = secrets.token_urlsafe(16)
-        usage = {"promptTokenCount": 270, "candidatesTokenCount": 1299, "totalTokenCount": 1569}
-        common = {"usageMetadata": usage, "modelVersion": params["model"], "responseId": response_id}
-        mode = self.gemini_mode
-        if mode == "blocked":
-            return _Response.json(200, {"promptFeedback": {"blockReason": self.gemini_block_reason}, **common})
-        if self._take_job_failure():
-            candidate = {"content": {"role": "model", "parts": []}, "finishReason": "IMAGE_SAFETY", "index": 0}
-            return _Response.json(200, {"candidates": [candidate], **common})
-        parts: list[dict[str, Any]] = []
-        if self._take_broken_image():
-            parts.append({"inlineData": self._broken_inline_data()})
-        elif mode == "text" or self.num_images == 0 or (self.gemini_require_image_modality and not wants_image):
-            parts.append({"text": "I can make that picture; tell me more about the setting you would like."})
-        else:
-            parts.append({"text": "Here is your image."})
-            for index in range(max(1, self.num_images or 1)):
-                data = make_png(f"gemini:{response_id}:{index}", self.image_size)
-                parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(data).decode()}})
-        candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
-        return _Response.json(200, {"candidates": [candidate], **common})
-
-    def _take_broken_image(self) -> bool:
-        with self._lock:
-            if self.gemini_broken_next > 0:
-                self.gemini_broken_next -= 1
-                return True
-        return False
-
-    def _broken_inline_data(self) -> dict[str, str]:
-        kind = self.gemini_broken_kind
-        if kind == "no-data":
-            return {"mimeType": "image/png"}
-        if kind == "not-base64":
-            return {"mimeType": "image/png", "data": "this is not base64!"}
-        return {"mimeType": "image/png", "data": base64.b64encode(b"<html>an error page</html>").decode()}
 
     # --- webhooks ---------------------------------------------------------------------------
     def _post(self, delivery: Delivery) -> None:
@@ -1179,7 +539,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         simulator: Simulator = self.server.simulator  # type: ignore[attr-defined]
         response = simulator.handle(self.command, self.path, headers, body)
-        if response is _DROP:
+        if response is DROP:
             self.close_connection = True
             return
         try:
