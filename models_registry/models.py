@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -20,6 +22,10 @@ class Provider(models.TextChoices):
     COMFYUI = "comfyui", "ComfyUI"
     LOCAL = "local", "Local GPU worker"
     OFFLINE = "offline", "Offline engine"
+
+
+# Every model offers x1, x2 and x4: a batch larger than one request makes runs as several requests.
+STANDARD_COUNTS = (1, 2, 4)
 
 
 class Modality(models.TextChoices):
@@ -116,6 +122,21 @@ class ApiModel(models.Model):
             if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum >= 1:
                 return maximum
         return 1
+
+    @property
+    def allowed_counts(self) -> list[int]:
+        """Images one job may ask for: x1, x2, x4 on every model, plus every count up to a higher
+        native maximum (Seedream: 10). job_create checks it; the prompt bar offers it as chips."""
+        counts = set(STANDARD_COUNTS)
+        if self.max_images > max(STANDARD_COUNTS):
+            counts.update(range(1, self.max_images + 1))
+        return sorted(counts)
+
+    def request_chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
+        """`items` (a job's slots, or its batch indexes) in order, split into requests of at most
+        max_images each: one request for a native batch, one per item on a one-image model."""
+        size = self.max_images
+        return [items[start : start + size] for start in range(0, len(items), size)]
 
     @property
     def image_field(self) -> str:

@@ -1,21 +1,18 @@
 """What the prompt bar offers: the models that can run now, grouped by provider, and the batch chips.
 
 Each choice carries how it runs and what it costs. The counts a model allows are a rule of job
-creation, read from where job_create checks them (generation.services.jobs.allowed_counts).
+creation, read from where job_create checks them (ApiModel.allowed_counts).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import Decimal
 
 from generation.providers import get_provider
-from generation.services.jobs import allowed_counts
-from models_registry.models import ApiModel, Provider
+from models_registry.models import STANDARD_COUNTS, ApiModel, Provider
 from studio.wording import money, plural
 
-STANDARD_CHIPS = (1, 2, 4)
 # What one job costs the user, whatever its image count (generation.services.credits.credits_charge).
 CREDITS_PER_JOB = 1
 NO_PROVIDER_COST = "no provider cost"
@@ -81,10 +78,9 @@ def group_by_provider(options: list[ModelOption]) -> list[ModelGroup]:
 
 def batch_plan(model: ApiModel, count: int) -> str:
     """How `count` images run on `model`: natively in one request, in chunks, or one request each."""
-    per_request = max(1, model.max_images)
-    if per_request == 1:
+    if model.max_images == 1:
         return plural(count, "request")
-    requests = math.ceil(count / per_request)
+    requests = len(model.request_chunks(range(count)))
     return f"{plural(requests, 'request')}, {plural(count, 'image')}"
 
 
@@ -117,9 +113,9 @@ class BatchChip:
 
 def chip_counts(model: ApiModel) -> list[int]:
     """x1, x2, x4 everywhere, and the model's own maximum where it is higher (Seedream: x10)."""
-    allowed = allowed_counts(model)
-    counts = [c for c in STANDARD_CHIPS if c in allowed]
-    if model.max_images > max(STANDARD_CHIPS) and model.max_images in allowed:
+    allowed = model.allowed_counts
+    counts = [c for c in STANDARD_COUNTS if c in allowed]
+    if model.max_images > max(STANDARD_COUNTS) and model.max_images in allowed:
         counts.append(model.max_images)
     return counts
 

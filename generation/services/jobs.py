@@ -18,8 +18,6 @@ from models_registry.models import ApiModel
 from studio.models import Character, WorkspaceAsset
 from studio.throttle import rate_limit
 
-STANDARD_COUNTS = (1, 2, 4)
-
 
 class JobRequestError(Exception):
     """A request the studio cannot run, with a message to show the user as is."""
@@ -29,14 +27,6 @@ class JobRequestError(Exception):
         self.message = message
         self.code = code
         self.field = field
-
-
-def allowed_counts(model: ApiModel) -> list[int]:
-    """x1, x2, x4 on every model, plus every count up to a higher native maximum (Seedream: 10)."""
-    counts = set(STANDARD_COUNTS)
-    if model.max_images > max(STANDARD_COUNTS):
-        counts.update(range(1, model.max_images + 1))
-    return sorted(counts)
 
 
 def job_create(
@@ -83,8 +73,8 @@ def job_create(
     if not model.supports(rules.task):
         what = "image-to-image" if rules.uses_references else "text-to-image"
         raise JobRequestError(f"{model.display_name} cannot do {what}.", code="task_unsupported", field="model")
-    if images not in allowed_counts(model):
-        counts = ", ".join(map(str, allowed_counts(model)))
+    if images not in model.allowed_counts:
+        counts = ", ".join(map(str, model.allowed_counts))
         raise JobRequestError(
             f"{model.display_name} can make {counts} images per job, not {images}.", code="bad_count", field="images"
         )

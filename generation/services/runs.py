@@ -150,10 +150,8 @@ def job_dispatch(job_id: uuid.UUID | str) -> list[uuid.UUID]:
 
 def _plan_requests(*, job: GenerationJob, model: ApiModel, slots: list[ImageSlot]) -> list[uuid.UUID]:
     """Create the requests that run `slots` on `model` (inside the caller's transaction)."""
-    chunk = max(1, model.max_images)
     created: list[uuid.UUID] = []
-    for start in range(0, len(slots), chunk):
-        group = slots[start : start + chunk]
+    for group in model.request_chunks(slots):
         request = ProviderRequest.objects.create(
             job=job, model=model, provider=model.provider, slot_indexes=[s.index for s in group], due_at=timezone.now()
         )

@@ -11,8 +11,7 @@ from django.db import connection
 
 from generation.models import CreditAccount, CreditLedger, GenerationJob, ImageSlot, JobMode
 from generation.services.credits import credit_account
-from generation.services.jobs import JobRequestError, allowed_counts, job_create
-from models_registry.models import ApiModel
+from generation.services.jobs import JobRequestError, job_create
 from studio.models import WorkspaceAsset
 from tests.factories import offline_model, png_bytes
 
@@ -68,14 +67,6 @@ class TestValidation:
         with pytest.raises(JobRequestError) as exc:
             job_create(user=alice, model=model, prompt="x", images=count)
         assert exc.value.code == "bad_count"
-
-    def test_a_higher_native_maximum_allows_every_count_up_to_it(self, db):
-        seedream = ApiModel(
-            key="s", provider="fal", tasks=["i2i"], input_schema={"properties": {"num_images": {"maximum": 10}}}
-        )
-        assert allowed_counts(seedream) == list(range(1, 11))
-        single = ApiModel(key="g", provider="gemini", tasks=["t2i"])
-        assert allowed_counts(single) == [1, 2, 4]
 
     def test_references_must_belong_to_the_user(self, alice, bob, model):
         bobs = make_asset(bob)

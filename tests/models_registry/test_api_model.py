@@ -34,6 +34,15 @@ class TestMaxImages:
         assert make(input_schema=schema(num_images={"maximum": 10})).batches_natively is True
         assert make(input_schema=schema()).batches_natively is False
 
+    def test_a_higher_native_maximum_allows_every_count_up_to_it(self):
+        assert make(input_schema=schema(num_images={"maximum": 10})).allowed_counts == list(range(1, 11))
+        assert make(provider="gemini").allowed_counts == [1, 2, 4]
+
+    def test_requests_take_at_most_max_images_each(self):
+        four = make(input_schema=schema(num_images={"maximum": 4}))
+        assert four.request_chunks([1, 2, 3, 4, 5]) == [[1, 2, 3, 4], [5]]
+        assert make(input_schema=schema()).request_chunks([1, 2]) == [[1], [2]]
+
 
 class TestImageField:
     def test_requires_image_urls_array_forces_the_array(self):
