@@ -127,7 +127,7 @@ class FalAPI:
             body,
             self._count(requested),
             self._latency("fal"),
-            self._take_job_failure(),
+            self._take_one("fail_jobs"),
             prefix=self._fal_prefix(model),
             webhook=webhook,
         )

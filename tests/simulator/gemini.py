@@ -8,7 +8,7 @@ only text, or a blocked prompt (gemini_mode), or IMAGE_SAFETY without an image (
 carries QuotaFailure and, instead of a Retry-After header, RetryInfo in the body.
 
 GeminiAPI is a mixin of tests.simulator.server.Simulator, whose core it uses (`_error`, `_lock`, `_sleep`,
-`_latency`, `_take_job_failure`, ...).
+`_latency`, `_take_one`, ...).
 """
 
 from __future__ import annotations
@@ -127,11 +127,11 @@ class GeminiAPI:
         mode = self.gemini_mode
         if mode == "blocked":
             return Response.json(200, {"promptFeedback": {"blockReason": self.gemini_block_reason}, **common})
-        if self._take_job_failure():
+        if self._take_one("fail_jobs"):
             candidate = {"content": {"role": "model", "parts": []}, "finishReason": "IMAGE_SAFETY", "index": 0}
             return Response.json(200, {"candidates": [candidate], **common})
         parts: list[dict[str, Any]] = []
-        if self._take_broken_image():
+        if self._take_one("gemini_broken_next"):
             parts.append({"inlineData": self._broken_inline_data()})
         elif mode == "text" or self.num_images == 0 or (self.gemini_require_image_modality and not wants_image):
             parts.append({"text": "I can make that picture; tell me more about the setting you would like."})
@@ -142,13 +142,6 @@ class GeminiAPI:
                 parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(data).decode()}})
         candidate = {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
         return Response.json(200, {"candidates": [candidate], **common})
-
-    def _take_broken_image(self) -> bool:
-        with self._lock:
-            if self.gemini_broken_next > 0:
-                self.gemini_broken_next -= 1
-                return True
-        return False
 
     def _broken_inline_data(self) -> dict[str, str]:
         kind = self.gemini_broken_kind

@@ -140,7 +140,7 @@ class ReplicateAPI:
             body,
             self._count(requested),
             self._latency("replicate"),
-            self._take_job_failure(),
+            self._take_one("fail_jobs"),
             webhook=body.get("webhook"),
         )
         with self._lock:

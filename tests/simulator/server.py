@@ -431,10 +431,12 @@ class Simulator(FalAPI, ReplicateAPI, GeminiAPI):
     def _latency(self, provider: str) -> float:
         return float(self.latencies.get(provider, self.latency))
 
-    def _take_job_failure(self) -> bool:
+    def _take_one(self, countdown: str) -> bool:
+        """Use up one of a countdown knob (fail_jobs, gemini_broken_next): True while any were left."""
         with self._lock:
-            if self.fail_jobs > 0:
-                self.fail_jobs -= 1
+            left = getattr(self, countdown)
+            if left > 0:
+                setattr(self, countdown, left - 1)
                 return True
         return False
 
