@@ -41,8 +41,8 @@ def job_payload(job: GenerationJob) -> dict[str, Any]:
     errors = [
         {"index": s.index, "error": s.error, "details": s.details} for s in slots if s.status == SlotStatus.FAILED
     ]
-    succeeded = sum(1 for s in slots if s.status == SlotStatus.SUCCEEDED)
-    done = sum(1 for s in slots if s.status in (SlotStatus.SUCCEEDED, SlotStatus.FAILED, SlotStatus.CANCELED))
+    # The stored counters (generation.services.finish) count the outcomes; canceled slots are done too.
+    done = job.done_count + sum(1 for s in slots if s.status == SlotStatus.CANCELED)
     return {
         "id": str(job.pk),
         "status": job.status,
@@ -51,8 +51,8 @@ def job_payload(job: GenerationJob) -> dict[str, Any]:
         "prompt": job.prompt,
         "requested": job.images_requested,
         "progress": {"done": done, "total": job.images_requested},
-        "success": succeeded,
-        "failed": len(errors),
+        "success": job.succeeded_count,
+        "failed": job.failed_count,
         "errors": errors,
         "images": [
             {

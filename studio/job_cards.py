@@ -103,9 +103,11 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
                 permanent=slot.failed_permanently if slot else False,
             )
         )
-    succeeded = sum(1 for c in cells if c.status == SlotStatus.SUCCEEDED)
+    # The job's stored counters (generation.services.finish) say how many images arrived; the
+    # cells show which, and the failed ones carry their errors.
+    succeeded = job.succeeded_count
     errors = [c for c in cells if c.status == SlotStatus.FAILED]
-    done = sum(1 for c in cells if c.status in (SlotStatus.SUCCEEDED, SlotStatus.FAILED, SlotStatus.CANCELED))
+    done = job.done_count + sum(1 for c in cells if c.status == SlotStatus.CANCELED)
     total = len(cells)
 
     paused = waiting_on_a_worker(job)
