@@ -1,13 +1,15 @@
-"""Celery tasks: thin, by id, idempotent. The services decide; these only schedule.
+"""Celery tasks: thin, by id, idempotent. The services decide; generation/enqueue.py schedules.
 
 All tasks use acks_late with reject-on-worker-lost (settings), so a killed worker's task comes
-back; every countdown they set is capped far below the broker's visibility timeout.
+back. Nothing in the project imports this module: Celery's autodiscovery loads it, and
+generation/enqueue.py sends to these tasks by name.
 """
 
 from __future__ import annotations
 
 from celery import shared_task
 
+from generation import enqueue
 from generation.services import runs, sweeper
 from generation.services.control import request_provider_cancel
 
@@ -16,18 +18,17 @@ _TASK = {"ignore_result": True, "acks_late": True, "reject_on_worker_lost": True
 
 @shared_task(**_TASK)
 def job_dispatch_task(job_id: str) -> None:
-    for request_id in runs.job_dispatch(job_id):
-        request_submit_task.delay(str(request_id))
+    enqueue.submit(runs.job_dispatch(job_id))
 
 
 @shared_task(**_TASK)
 def request_submit_task(request_id: str) -> None:
-    _follow(request_id, runs.request_submit(request_id))
+    enqueue.follow(request_id, runs.request_submit(request_id))
 
 
 @shared_task(**_TASK)
 def request_poll_task(request_id: str) -> None:
-    _follow(request_id, runs.request_poll(request_id))
+    enqueue.follow(request_id, runs.request_poll(request_id))
 
 
 @shared_task(**_TASK)
@@ -39,7 +40,7 @@ def request_webhook_task(request_id: str) -> None:
 
 @shared_task(**_TASK)
 def request_recover_task(request_id: str) -> None:
-    _follow(request_id, runs.request_recover(request_id))
+    enqueue.follow(request_id, runs.request_recover(request_id))
 
 
 @shared_task(**_TASK)
@@ -49,19 +50,4 @@ def request_cancel_task(request_id: str) -> None:
 
 @shared_task(**_TASK)
 def jobs_sweep_task() -> None:
-    plan = sweeper.jobs_sweep()
-    for job_id in plan.dispatch:
-        job_dispatch_task.delay(job_id)
-    for request_id in plan.submit:
-        request_submit_task.delay(request_id)
-    for request_id in plan.poll:
-        request_poll_task.delay(request_id)
-    for request_id in plan.recover:
-        request_recover_task.delay(request_id)
-
-
-def _follow(request_id: str, step: runs.Next) -> None:
-    if step.action == "submit":
-        request_submit_task.apply_async((request_id,), countdown=step.countdown)
-    elif step.action == "poll":
-        request_poll_task.apply_async((request_id,), countdown=step.countdown)
+    enqueue.sweep(sweeper.jobs_sweep())

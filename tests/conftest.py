@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -44,3 +46,13 @@ def celery_worker(django_db_setup, django_db_blocker):
         process = start_worker()
     yield process
     stop_worker(process)
+
+
+@pytest.fixture
+def enqueued():
+    """The pipeline's messages, recorded at its one seam (generation.enqueue.send) instead of sent.
+
+    They are recorded at commit: wrap the call in django_capture_on_commit_callbacks(execute=True).
+    """
+    with mock.patch("generation.enqueue.send") as send:
+        yield send

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from generation import enqueue
 from generation.models import (
     ACTIVE_JOB_STATUSES,
     FINAL_SLOT_STATUSES,
@@ -47,7 +48,7 @@ def job_retry_failed(*, job: GenerationJob) -> int:
             return 0
         count = retryable.update(status=SlotStatus.PENDING, request=None, error="", details="")
         GenerationJob.objects.filter(pk=job.pk).update(failed_count=F("failed_count") - count, errors=[])
-        transaction.on_commit(lambda: _enqueue_dispatch(job.pk))
+        enqueue.dispatch(job.pk)
     return count
 
 
@@ -74,7 +75,7 @@ def job_cancel(*, job: GenerationJob) -> bool:
         if succeeded == 0:
             credits_refund(job=job, note="canceled before any image arrived")
         for request_id in to_cancel:
-            transaction.on_commit(lambda rid=request_id: _enqueue_provider_cancel(rid))
+            enqueue.provider_cancel(request_id)
     return True
 
 
@@ -90,15 +91,3 @@ def request_provider_cancel(request_id: str) -> None:
     except ProviderError as exc:
         # Best effort: the job is already canceled on our side and its results will be ignored.
         logger.info("could not cancel %s request %s: %s", request.provider, request.external_id, exc)
-
-
-def _enqueue_dispatch(job_id) -> None:  # noqa: ANN001
-    from generation.tasks import job_dispatch_task
-
-    job_dispatch_task.delay(str(job_id))
-
-
-def _enqueue_provider_cancel(request_id) -> None:  # noqa: ANN001
-    from generation.tasks import request_cancel_task
-
-    request_cancel_task.delay(str(request_id))

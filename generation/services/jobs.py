@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from generation import modes
+from generation import enqueue, modes
 from generation.models import GenerationJob, ImageSlot, JobKind, JobMode
 from generation.prompts import build_prompt, negative_prompt_for
 from generation.providers import get_provider
@@ -126,7 +126,7 @@ def job_create(
             )
             credits_charge(account=account, job=job)
             ImageSlot.objects.bulk_create(ImageSlot(job=job, index=i) for i in range(images))
-            transaction.on_commit(lambda: _enqueue_dispatch(job.id))
+            enqueue.dispatch(job.id)
     except OutOfCredits as exc:
         raise JobRequestError(str(exc), code="out_of_credits") from exc
     except IntegrityError:
@@ -150,9 +150,3 @@ def _owned_assets(user, reference_ids: list[str]) -> list[WorkspaceAsset]:  # no
     if len(found) != len(set(ids)):
         raise JobRequestError("That reference image does not exist.", code="reference_not_found", field="references")
     return [found[i] for i in ids]
-
-
-def _enqueue_dispatch(job_id: uuid.UUID) -> None:
-    from generation.tasks import job_dispatch_task
-
-    job_dispatch_task.delay(str(job_id))

@@ -21,7 +21,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.db.models import F
 from django.utils import timezone
 
-from generation import limits, presign
+from generation import enqueue, limits, presign
 from generation.models import (
     ACTIVE_JOB_STATUSES,
     FINAL_SLOT_STATUSES,
@@ -524,7 +524,7 @@ def _request_fallback(request: ProviderRequest, error: str) -> bool:
             params={**(job.params or {}), "tried_models": tried}, fallback_attempted=True, updated_at=timezone.now()
         )
         created = _plan_requests(job=job, model=model, slots=slots)
-        transaction.on_commit(lambda: _enqueue_submits(created))
+        enqueue.submit(created)
     logger.warning(
         "job %s: %s request %s failed (%s); %d image(s) moved to %s",
         job.pk,
@@ -535,10 +535,3 @@ def _request_fallback(request: ProviderRequest, error: str) -> bool:
         model.key,
     )
     return True
-
-
-def _enqueue_submits(request_ids: list[uuid.UUID]) -> None:
-    from generation.tasks import request_submit_task
-
-    for request_id in request_ids:
-        request_submit_task.delay(str(request_id))

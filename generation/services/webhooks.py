@@ -27,10 +27,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from generation import enqueue
 from generation.models import ProviderRequest, RequestStatus
 from generation.providers import get_provider, http_api
 
@@ -267,11 +267,5 @@ def webhook_receive(*, provider: str, request_id: uuid.UUID, headers: Mapping[st
         return "replayed"
     if final:
         return "ignored"
-    transaction.on_commit(lambda: _enqueue_webhook_poll(request.pk))
+    enqueue.webhook_poll(request.pk)
     return "accepted"
-
-
-def _enqueue_webhook_poll(request_id: uuid.UUID) -> None:
-    from generation.tasks import request_webhook_task
-
-    request_webhook_task.delay(str(request_id))

@@ -16,7 +16,7 @@ from tests.factories import offline_model, png_bytes
 
 @pytest.fixture
 def partial_job(alice):
-    with mock.patch("generation.services.jobs._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         job = job_create(user=alice, model=offline_model(), prompt="fox", images=2)
     runs.job_dispatch(job.pk)
     slot_store(job=job, slot=ImageSlot.objects.get(job=job, index=0), image=GeneratedImage(data=png_bytes(), seed=3))

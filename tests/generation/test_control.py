@@ -15,7 +15,7 @@ from tests.factories import offline_model
 
 @pytest.fixture
 def job(alice):
-    with mock.patch("generation.services.jobs._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         return job_create(user=alice, model=offline_model(), prompt="x", images=4)
 
 
@@ -33,7 +33,7 @@ def finish(job, outcomes) -> None:  # noqa: ANN001
 def test_only_the_transient_failures_run_again(job):
     finish(job, ["ok", "refused", "timed out", "ok"])
     assert job.status == JobStatus.PARTIAL
-    with mock.patch("generation.services.control._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         assert job_retry_failed(job=job) == 1
     statuses = dict(ImageSlot.objects.filter(job=job).values_list("index", "status"))
     assert statuses == {0: SlotStatus.SUCCEEDED, 1: SlotStatus.FAILED, 2: SlotStatus.PENDING, 3: SlotStatus.SUCCEEDED}
@@ -42,7 +42,7 @@ def test_only_the_transient_failures_run_again(job):
 def test_a_job_whose_failures_are_all_permanent_is_not_retried(job):
     finish(job, ["ok", "refused", "refused", "ok"])
     with (
-        mock.patch("generation.services.control._enqueue_dispatch") as enqueue,
+        mock.patch("generation.enqueue.send") as enqueue,
         pytest.raises(JobRequestError, match="refused these images"),
     ):
         job_retry_failed(job=job)

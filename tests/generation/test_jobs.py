@@ -15,7 +15,7 @@ from generation.services.jobs import JobRequestError, job_create
 from studio.models import WorkspaceAsset
 from tests.factories import offline_model, png_bytes
 
-DISPATCH = "generation.services.jobs._enqueue_dispatch"
+ENQUEUE = "generation.enqueue.send"
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def model(db):
 
 @pytest.fixture(autouse=True)
 def no_enqueue():
-    with mock.patch(DISPATCH) as enqueue:
+    with mock.patch(ENQUEUE) as enqueue:
         yield enqueue
 
 

@@ -65,7 +65,7 @@ def make_asset(owner, name: str = "ref.png") -> WorkspaceAsset:
 
 
 def i2i_job(user, references):
-    with mock.patch("generation.services.jobs._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         return job_create(
             user=user, model=offline_model(), prompt="x", mode=JobMode.I2I_MODIFY, references=[r.pk for r in references]
         )

@@ -9,6 +9,7 @@ from unittest import mock
 import pytest
 from django.core.cache import cache
 
+from generation import enqueue
 from generation.models import GenerationJob, ImageSlot, JobMode, JobStatus, ProviderRequest, RequestStatus, SlotStatus
 from generation.providers import ADAPTERS
 from generation.providers.base import GeneratedImage, Provider, ProviderError, ProviderResult, ResultStatus
@@ -71,7 +72,7 @@ def models():
 
 def make_job(user, model: ApiModel, *, images: int = 2, references: list | None = None) -> GenerationJob:
     mode = JobMode.I2I_MODIFY if references else JobMode.T2I
-    with mock.patch("generation.services.jobs._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         return job_create(user=user, model=model, prompt="x", images=images, mode=mode, references=references or [])
 
 
@@ -188,10 +189,14 @@ class Pipeline:
     def submit(self, request_id, capture) -> runs.Next:  # noqa: ANN001
         with (
             mock.patch("generation.services.runs.get_provider", side_effect=self.provider),
-            mock.patch("generation.tasks.request_submit_task.delay", side_effect=self.enqueued.append),
+            mock.patch("generation.enqueue.send", side_effect=self.record),
             capture(execute=True),
         ):
             return runs.request_submit(request_id)
+
+    def record(self, task: str, object_id: str, **_options: float) -> None:
+        if task == enqueue.SUBMIT:
+            self.enqueued.append(object_id)
 
     def run_enqueued(self, capture) -> None:
         while self.enqueued:
@@ -467,7 +472,7 @@ class TestPipelineFallback:
         assert job.status == JobStatus.FAILED
 
         cache.delete_many(["provider-health:offline", "provider-health:gemini"])  # the outage is over
-        with mock.patch("generation.services.control._enqueue_dispatch"), django_capture_on_commit_callbacks():
+        with mock.patch("generation.enqueue.send"), django_capture_on_commit_callbacks():
             job_retry_failed(job=job)
         del fakes["gemini-test"]
         pipeline.submit(first_request(job).pk, django_capture_on_commit_callbacks)

@@ -32,7 +32,7 @@ class Failing(Provider):
 
 @pytest.fixture
 def job(alice):
-    with mock.patch("generation.services.jobs._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         job = job_create(user=alice, model=offline_model(), prompt="x", images=2)
     cache.delete_many(["cooldown:offline"] + [f"limit:offline:{n}" for n in range(16)])
     return job

@@ -20,7 +20,7 @@ from tests.factories import offline_model, png_bytes
 
 @pytest.fixture
 def job(alice):
-    with mock.patch("generation.services.jobs._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         return job_create(user=alice, model=offline_model(), prompt="x", images=2)
 
 

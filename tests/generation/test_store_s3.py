@@ -33,7 +33,7 @@ def s3_storage(settings, s3_endpoint):
 def test_a_generated_image_lands_in_the_bucket_and_the_owner_gets_a_presigned_url(
     s3_storage, alice_client, alice, client, bob
 ):
-    with mock.patch("generation.services.jobs._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         job = job_create(user=alice, model=offline_model(), prompt="x", images=1)
     slot = ImageSlot.objects.get(job=job, index=0)
 

@@ -21,7 +21,7 @@ from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
-from generation import tasks
+from generation import enqueue, tasks
 from generation.models import JobStatus, ProviderRequest, RequestStatus
 from generation.providers.base import GeneratedImage, Provider, ProviderResult, ResultStatus
 from generation.services import runs, webhooks
@@ -69,18 +69,12 @@ def webhook_settings(settings):
     cache.delete_many(keys)
 
 
-@pytest.fixture
-def enqueued():
-    with mock.patch("generation.tasks.request_webhook_task.delay") as delay:
-        yield delay
-
-
 def submitted_request(user, provider: str, *, external_id: str | None = None) -> ProviderRequest:
     model, _ = ApiModel.objects.update_or_create(
         key=f"{provider}-webhook-model",
         defaults={"display_name": provider, "provider": provider, "tasks": ["t2i"], "price_per_image": Decimal("0")},
     )
-    with mock.patch("generation.services.jobs._enqueue_dispatch"):
+    with mock.patch("generation.enqueue.send"):
         job = job_create(user=user, model=model, prompt="x", images=1)
     (request_id,) = runs.job_dispatch(job.pk)
     ProviderRequest.objects.filter(pk=request_id).update(
@@ -164,7 +158,7 @@ class TestReplicateWebhook:
         with django_capture_on_commit_callbacks(execute=True):
             response = post(replicate_url(request), body, replicate_sign(body))
         assert response.status_code == 200 and response.json() == {"status": "accepted"}
-        enqueued.assert_called_once_with(str(request.pk))
+        enqueued.assert_called_once_with(enqueue.WEBHOOK, str(request.pk))
 
     def test_a_replayed_delivery_answers_200_and_does_nothing_more(
         self, alice, enqueued, django_capture_on_commit_callbacks
@@ -230,7 +224,7 @@ class TestReplicateWebhook:
         assert response.status_code == 200 and response.json() == {"status": "accepted"}
         request.refresh_from_db()
         assert request.external_id == "p-lost" and request.handles == urls
-        enqueued.assert_called_once_with(str(request.pk))
+        enqueued.assert_called_once_with(enqueue.WEBHOOK, str(request.pk))
 
     def test_only_post_is_allowed(self, alice):
         request = submitted_request(alice, "replicate")
@@ -372,7 +366,7 @@ class TestFalWebhook:
         with django_capture_on_commit_callbacks(execute=True):
             response = post(fal_url(request), body, fal_sign(fal_key, body, request_id=request.external_id))
         assert response.status_code == 200 and response.json() == {"status": "accepted"}
-        enqueued.assert_called_once_with(str(request.pk))
+        enqueued.assert_called_once_with(enqueue.WEBHOOK, str(request.pk))
 
     def test_a_delivery_for_a_submit_whose_answer_was_lost_adopts_the_request(
         self, alice, fal_key, jwks, enqueued, django_capture_on_commit_callbacks, settings
@@ -388,7 +382,7 @@ class TestFalWebhook:
         base = f"{settings.FAL_QUEUE_URL.rstrip('/')}/fal-ai/flux/requests/fal-lost"
         assert request.external_id == "fal-lost"
         assert request.handles == {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
-        enqueued.assert_called_once_with(str(request.pk))
+        enqueued.assert_called_once_with(enqueue.WEBHOOK, str(request.pk))
 
     def test_a_replayed_delivery_answers_200_and_does_nothing_more(
         self, alice, fal_key, jwks, enqueued, django_capture_on_commit_callbacks
@@ -495,13 +489,15 @@ class TestWebhookTask:
         request.refresh_from_db()
         assert request.status == RequestStatus.SUCCEEDED and request.job.status == JobStatus.SUCCEEDED
 
-    def test_a_pending_answer_leaves_the_regular_poll_chain_alone(self, alice):
+    def test_a_pending_answer_leaves_the_regular_poll_chain_alone(
+        self, alice, enqueued, django_capture_on_commit_callbacks
+    ):
         request = submitted_request(alice, "replicate")
         with (
             mock.patch("generation.services.runs.get_provider", return_value=Pending(request.model)),
-            mock.patch("generation.tasks.request_poll_task.apply_async") as scheduled,
+            django_capture_on_commit_callbacks(execute=True),
         ):
             tasks.request_webhook_task(str(request.pk))
-        scheduled.assert_not_called()
+        enqueued.assert_not_called()
         request.refresh_from_db()
         assert request.status == RequestStatus.SUBMITTED and request.polls == 1

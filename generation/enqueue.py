@@ -1,0 +1,79 @@
+"""The one place that puts pipeline steps on the queue, each after its transaction commits.
+
+Services decide what runs next and call these (or return a runs.Next or a sweeper.SweepPlan that
+generation/tasks.py hands here). Messages go by task name through the Celery app, so nothing in
+the project imports generation.tasks (Celery's autodiscovery loads it) and services and tasks
+never import each other. `send` is the seam tests patch.
+
+Outside a transaction (a task's follow-up) on_commit runs at once. Every countdown comes from
+runs._countdown, capped by settings.PIPELINE_MAX_COUNTDOWN far below the broker's visibility
+timeout. The tasks' acks_late and the queue (the app's default) are the tasks' and the app's own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+
+from studio.celery import app
+
+if TYPE_CHECKING:
+    from generation.services.runs import Next
+    from generation.services.sweeper import SweepPlan
+
+DISPATCH = "generation.tasks.job_dispatch_task"
+SUBMIT = "generation.tasks.request_submit_task"
+POLL = "generation.tasks.request_poll_task"
+WEBHOOK = "generation.tasks.request_webhook_task"
+RECOVER = "generation.tasks.request_recover_task"
+CANCEL = "generation.tasks.request_cancel_task"
+
+# The step a runs.Next asks for, by its action; "done" asks for nothing.
+_FOLLOW_UPS = {"submit": SUBMIT, "poll": POLL}
+
+
+def send(task: str, object_id: str, *, countdown: float | None = None) -> None:
+    """Publish one message now; called at commit by the functions below."""
+    app.send_task(task, (object_id,), countdown=countdown, ignore_result=True)
+
+
+def after_commit(task: str, object_id: uuid.UUID | str, **options: float) -> None:
+    """Send `task` for `object_id` once the current transaction commits (at once outside one)."""
+    object_id = str(object_id)
+    transaction.on_commit(lambda: send(task, object_id, **options))
+
+
+def dispatch(job_id: uuid.UUID | str) -> None:
+    after_commit(DISPATCH, job_id)
+
+
+def submit(request_ids: Iterable[uuid.UUID | str]) -> None:
+    for request_id in request_ids:
+        after_commit(SUBMIT, request_id)
+
+
+def webhook_poll(request_id: uuid.UUID | str) -> None:
+    after_commit(WEBHOOK, request_id)
+
+
+def provider_cancel(request_id: uuid.UUID | str) -> None:
+    after_commit(CANCEL, request_id)
+
+
+def follow(request_id: uuid.UUID | str, step: Next) -> None:
+    """Schedule what a step answered: submit again or poll after its countdown, or nothing."""
+    task = _FOLLOW_UPS.get(step.action)
+    if task is not None:
+        after_commit(task, request_id, countdown=step.countdown)
+
+
+def sweep(plan: SweepPlan) -> None:
+    """Re-drive what the sweeper found stuck."""
+    for job_id in plan.dispatch:
+        after_commit(DISPATCH, job_id)
+    for task, request_ids in ((SUBMIT, plan.submit), (POLL, plan.poll), (RECOVER, plan.recover)):
+        for request_id in request_ids:
+            after_commit(task, request_id)
