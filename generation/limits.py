@@ -20,14 +20,35 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.core.cache import cache
 
+from generation.providers.kinds import PROVIDER_KINDS
+
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 15
 RENEW_EVERY_SECONDS = LEASE_SECONDS / 3
 
 
+# For a kind no longer in the table (a registry row of a removed provider): the sweeper still
+# asks about its requests.
+UNKNOWN_KIND_CONCURRENCY = 4
+
+
 def concurrency_for(provider: str) -> int:
-    return int(settings.PROVIDER_CONCURRENCY.get(provider, settings.PROVIDER_CONCURRENCY.get("default", 4)))
+    """Calls in flight at once: <KIND>_CONCURRENCY from the environment, else the kind's row."""
+    override = settings.PROVIDER_CONCURRENCY.get(provider)
+    if override is not None:
+        return int(override)
+    kind = PROVIDER_KINDS.get(provider)
+    return kind.concurrency if kind else UNKNOWN_KIND_CONCURRENCY
+
+
+def rate_per_second(provider: str) -> int | None:
+    """Calls started per second, None for no limit: <KIND>_RATE_PER_SECOND, else the kind's row."""
+    override = settings.PROVIDER_RATE_PER_SECOND.get(provider)
+    if override is not None:
+        return int(override)
+    kind = PROVIDER_KINDS.get(provider)
+    return kind.rate_per_second if kind else None
 
 
 def _lease_keys(provider: str) -> list[str]:
@@ -48,7 +69,7 @@ def cooldown(provider: str, seconds: float) -> None:
 
 
 def _rate_ok(provider: str) -> bool:
-    per_second = settings.PROVIDER_RATE_PER_SECOND.get(provider)
+    per_second = rate_per_second(provider)
     if not per_second:
         return True
     key = f"rate:{provider}:{int(time.time())}"

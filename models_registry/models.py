@@ -8,21 +8,12 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from generation.providers.kinds import PROVIDER_KINDS, provider_choices
 from models_registry.capabilities import (
     schema_properties,
     validate_capabilities,
     validate_input_schema,
 )
-
-
-class Provider(models.TextChoices):
-    FAL = "fal", "fal.ai"
-    REPLICATE = "replicate", "Replicate"
-    GEMINI = "gemini", "Google Gemini"
-    COMFYUI = "comfyui", "ComfyUI"
-    LOCAL = "local", "Local GPU worker"
-    OFFLINE = "offline", "Offline engine"
-
 
 # Every model offers x1, x2 and x4: a batch larger than one request makes runs as several requests.
 STANDARD_COUNTS = (1, 2, 4)
@@ -62,7 +53,8 @@ class ApiModel(models.Model):
 
     key = models.CharField(max_length=200, unique=True, help_text="The provider's model id, e.g. fal-ai/flux-2/flash.")
     display_name = models.CharField(max_length=120)
-    provider = models.CharField(max_length=20, choices=Provider.choices)
+    # The kinds of generation/providers/kinds.py, read on every use: a new kind needs no migration.
+    provider = models.CharField(max_length=20, choices=provider_choices)
     modality = models.CharField(max_length=10, choices=Modality.choices, default=Modality.IMAGE)
     tasks = models.JSONField(
         default=list, validators=[validate_tasks], help_text='Any of "t2i", "i2i", "i2i_multi", "i2v".'
@@ -101,10 +93,10 @@ class ApiModel(models.Model):
     def clean(self) -> None:
         """What the provider's adapter says it cannot run (e.g. more images a request than it makes)."""
         # Imported here: the registry app must load without the pipeline's modules.
-        from generation.providers import ADAPTERS, adapter_class
+        from generation.providers import adapter_class
 
         well_formed = isinstance(self.capabilities, dict) and isinstance(self.input_schema, dict)
-        if self.provider not in ADAPTERS or not well_formed:
+        if self.provider not in PROVIDER_KINDS or not well_formed:
             return  # the field validators already report an unknown provider or malformed JSON
         errors = adapter_class(self.provider).validate_model(self)
         if errors:
@@ -154,7 +146,7 @@ class ApiModel(models.Model):
 
     @property
     def is_offline_preview(self) -> bool:
-        return self.provider == Provider.OFFLINE or bool((self.capabilities or {}).get("offline_preview"))
+        return self.provider == "offline" or bool((self.capabilities or {}).get("offline_preview"))
 
     def supports(self, task: str) -> bool:
         return task in (self.tasks or [])

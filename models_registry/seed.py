@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from generation.providers.kinds import PROVIDER_KINDS
+
 
 def _schema(*, num_images_max: int | None = None, image_field: str | None = None, extra: dict | None = None) -> dict:
     properties: dict[str, Any] = {"prompt": {"type": "string"}}
@@ -162,10 +164,10 @@ MODELS: list[dict[str, Any]] = [
     },
 ]
 
-# Marks the place of the local GPU models (ComfyUI / local worker) in a chain: every seeded model
-# of those providers that can do the task, highest priority first.
+# Marks the place of the local GPU models (the provider kinds marked local: ComfyUI, the local
+# worker) in a chain: every seeded model of those providers that can do the task, highest
+# priority first.
 LOCAL_MODELS = "<local>"
-LOCAL_PROVIDERS = ("comfyui", "local")
 
 # Fallback chains, first tried first. i2i follows the product notes (local, then Replicate, then
 # fal); t2i starts on the fast fal model; i2i_multi keeps to models that take several references.
@@ -181,7 +183,7 @@ def fallback_chain_keys(task: str) -> list[str]:
     keys: list[str] = []
     for key in FALLBACK_CHAINS[task]:
         if key == LOCAL_MODELS:
-            local = [m for m in MODELS if m["provider"] in LOCAL_PROVIDERS and task in m["tasks"]]
+            local = [m for m in MODELS if PROVIDER_KINDS[m["provider"]].local and task in m["tasks"]]
             keys.extend(m["key"] for m in sorted(local, key=lambda m: -m.get("priority", 0)))
         else:
             keys.append(key)

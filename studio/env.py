@@ -7,6 +7,7 @@ default, so each reader raises ImproperlyConfigured on anything it cannot parse.
 from __future__ import annotations
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -69,3 +70,15 @@ def env_secret(name: str, default: str = "") -> str:
         with open(path, encoding="utf-8") as fh:
             return fh.read().strip()
     return os.environ.get(name, default)
+
+
+def env_int_suffixed(suffix: str) -> dict[str, int]:
+    """Every variable named <NAME><suffix> that is set, read as env_int reads one, keyed by NAME in
+    lower case: FAL_CONCURRENCY=8 gives {"fal": 8} for suffix "_CONCURRENCY"."""
+    pattern = re.compile(rf"([A-Z][A-Z0-9]*){re.escape(suffix)}")
+    found: dict[str, int] = {}
+    for name in sorted(os.environ):
+        match = pattern.fullmatch(name)
+        if match and os.environ[name] != "":
+            found[match.group(1).lower()] = env_int(name, 0)
+    return found

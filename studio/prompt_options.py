@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from generation.providers import get_provider
-from models_registry.models import STANDARD_COUNTS, ApiModel, Provider
+from models_registry.models import STANDARD_COUNTS, ApiModel
 from studio.wording import money, plural
 
 # What one job costs the user, whatever its image count (generation.services.credits.credits_charge).
@@ -70,8 +70,7 @@ def group_by_provider(options: list[ModelOption]) -> list[ModelGroup]:
     for option in options:
         key = option.model.provider
         if key not in groups:
-            label = Provider(key).label if key in Provider.values else key
-            groups[key] = ModelGroup(label=label, options=[])
+            groups[key] = ModelGroup(label=option.model.get_provider_display(), options=[])
         groups[key].options.append(option)
     return list(groups.values())
 

@@ -15,7 +15,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from studio.env import env_bool, env_float, env_int, env_list, env_pair, env_secret, env_str
+from studio.env import env_bool, env_float, env_int, env_int_suffixed, env_list, env_pair, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -249,21 +249,11 @@ PROVIDER_READ_TIMEOUT = env_float("PROVIDER_READ_TIMEOUT", 60.0)
 TRUSTED_FETCH_HOSTS = env_list("TRUSTED_FETCH_HOSTS")
 
 # How many calls to one provider may be in flight at once across all workers, and how many may
-# start per second; a 429 also pauses the provider for its Retry-After.
-PROVIDER_CONCURRENCY = {
-    "default": env_int("PROVIDER_CONCURRENCY", 4),
-    "fal": env_int("FAL_CONCURRENCY", 8),
-    "replicate": env_int("REPLICATE_CONCURRENCY", 6),
-    "gemini": env_int("GEMINI_CONCURRENCY", 4),
-    "comfyui": env_int("COMFYUI_CONCURRENCY", 2),
-    "local": env_int("LOCAL_CONCURRENCY", 1),
-    "offline": env_int("OFFLINE_CONCURRENCY", 16),
-}
-PROVIDER_RATE_PER_SECOND = {
-    "fal": env_int("FAL_RATE_PER_SECOND", 10),
-    "replicate": env_int("REPLICATE_RATE_PER_SECOND", 10),
-    "gemini": env_int("GEMINI_RATE_PER_SECOND", 5),
-}
+# start per second; a 429 also pauses the provider for its Retry-After. The defaults are each
+# provider's row in generation/providers/kinds.py; these hold only what the environment overrides,
+# by kind: <KIND>_CONCURRENCY and <KIND>_RATE_PER_SECOND, e.g. FAL_CONCURRENCY=3.
+PROVIDER_CONCURRENCY = env_int_suffixed("_CONCURRENCY")
+PROVIDER_RATE_PER_SECOND = env_int_suffixed("_RATE_PER_SECOND")
 # Pipeline timing. Every countdown stays far below CELERY_VISIBILITY_TIMEOUT (see reliability.md).
 PIPELINE_MAX_COUNTDOWN = min(30, CELERY_VISIBILITY_TIMEOUT // 4)
 PIPELINE_MAX_ATTEMPTS = env_int("PIPELINE_MAX_ATTEMPTS", 4)

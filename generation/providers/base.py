@@ -9,6 +9,8 @@ Lifecycle, driven by generation.services.requests:
                                  external_id/handles to poll (queue providers)
     poll(request, id, handles)-> ProviderResult: PENDING again, or finished
     cancel(id, handles)       -> best effort; never raises for an already finished request
+    verify_webhook(headers, body) -> the delivery id of a signed webhook (providers whose kinds.py
+                                 row says webhooks=True), read with webhook_provider_ids
 Errors are ProviderError: permanent (invalid input, safety block, bad key) is never retried;
 otherwise the pipeline retries with backoff, honouring retry_after.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -229,3 +232,25 @@ class Provider:
 
     def cancel(self, external_id: str, handles: dict[str, Any]) -> None:
         """Ask the provider to stop; providers without a cancel API do nothing."""
+
+    # --- webhooks: kinds whose row in kinds.py says webhooks=True -------------------------------
+    # Per provider, not per model: generation.services.webhooks calls them on the adapter class.
+    @classmethod
+    def webhooks_verifiable(cls) -> bool:
+        """Whether a delivery could be verified now (e.g. its signing secret is set). When not,
+        requests are given no webhook URL and polling alone finds their end."""
+        return True
+
+    @classmethod
+    def verify_webhook(cls, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> str:
+        """Check a delivery's signature over the raw `body`, and its timestamp; return its delivery id
+        (the same for the provider's retries of it, so a replay is told apart). Raises
+        generation.providers.webhook_signing.WebhookRejected, whose status is the HTTP answer."""
+        raise NotImplementedError(f"{cls.__name__} takes no webhooks")
+
+    @classmethod
+    def webhook_provider_ids(cls, headers: Mapping[str, str], payload: dict[str, Any]) -> list[str]:
+        """The provider's request ids a delivery names, from signed parts only; the first is the one a
+        request whose submit answer was lost adopts (see adopt). Read before the signature is checked,
+        to refuse a delivery for another request without the cost of checking it."""
+        return []

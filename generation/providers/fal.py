@@ -3,18 +3,28 @@
 The queue (not the synchronous fal.run) is used because fal retries runner failures of queued
 requests itself and unbilled, and because a request id saved before polling lets a crashed
 worker resume instead of paying twice.
+
+Webhooks are signed with Ed25519 against the keys of fal's JWKS (providers.md §1.5), fetched and
+cached a day, refreshed at most every few minutes when no key verifies (fal rotated its keys).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
+from django.core.cache import cache
 
 from generation.providers.base import (
     GeneratedImage,
@@ -24,13 +34,25 @@ from generation.providers.base import (
     ProviderResult,
     ResultStatus,
 )
-from generation.providers.http_api import HttpApi, parse_retry_after, sanitize_message
+from generation.providers.http_api import HttpApi, parse_retry_after, sanitize_message, session
 from generation.providers.inputs import model_inputs
+from generation.providers.webhook_signing import WebhookRejected, check_timestamp, required_header
+
+logger = logging.getLogger(__name__)
 
 NSFW_ERROR = "blocked by the provider's safety checker"
 # The statuses of a request still on its way; COMPLETED is the only other one fal documents.
 PENDING_STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS"})
 _STATUS_CODE_IN_ERROR = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
+JWKS_CACHE_KEY = "fal-webhook-jwks"
+JWKS_CACHE_SECONDS = 24 * 3600
+# A signature no cached key verifies may mean fal rotated its keys; refetch, but not on every
+# forged delivery.
+JWKS_REFRESH_SECONDS = 300
+# A failed JWKS fetch is remembered this long: while fal's key host is down, each delivery is
+# answered 503 at once (fal retries it) instead of holding a web worker for another timeout.
+JWKS_FAILURE_SECONDS = 60
+JWKS_FAILED_KEY = f"{JWKS_CACHE_KEY}:failed"
 
 
 def detail_text(detail: Any) -> str:
@@ -118,6 +140,54 @@ def _result_from_output(body: dict[str, Any]) -> ProviderResult:
     return ProviderResult(status=ResultStatus.SUCCEEDED, images=images, metadata={"seed": body.get("seed")})
 
 
+def _public_key(jwk: Any) -> Ed25519PublicKey | None:
+    if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        return None
+    x = str(jwk.get("x") or "").rstrip("=")  # fal may pad base64url: normalise before decoding
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "=" * (-len(x) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _jwks_timeout() -> tuple[float, float]:
+    """(connect, read): short, since a web worker waits on it while an unsigned POST is being checked."""
+    seconds = float(settings.FAL_WEBHOOK_JWKS_TIMEOUT)
+    return (min(seconds, float(settings.PROVIDER_CONNECT_TIMEOUT)), seconds)
+
+
+def _fetch_jwks() -> list[dict]:
+    if cache.get(JWKS_FAILED_KEY):
+        raise WebhookRejected("the signing keys could not be fetched recently", status=503)
+    # The staff-configured fal URL goes through the provider session, not the user-URL fetcher.
+    try:
+        response = session.get(settings.FAL_WEBHOOK_JWKS_URL, timeout=_jwks_timeout(), allow_redirects=False)
+        if response.status_code != 200:  # redirects included: the URL is fixed, never followed
+            raise requests.HTTPError(f"HTTP {response.status_code}")
+        keys = response.json().get("keys")
+        if not isinstance(keys, list):
+            raise ValueError("no keys list")
+    except (requests.RequestException, ValueError, AttributeError) as exc:
+        logger.warning("could not fetch the fal webhook JWKS: %s", type(exc).__name__)
+        cache.set(JWKS_FAILED_KEY, 1, timeout=JWKS_FAILURE_SECONDS)
+        raise WebhookRejected("the signing keys could not be fetched", status=503) from None
+    cache.set(JWKS_CACHE_KEY, keys, timeout=JWKS_CACHE_SECONDS)
+    return keys
+
+
+def _verifies(keys: list[dict], signature: bytes, message: bytes) -> bool:
+    for jwk in keys:
+        public_key = _public_key(jwk)
+        if public_key is None:
+            continue
+        try:
+            public_key.verify(signature, message)
+        except InvalidSignature:
+            continue
+        return True
+    return False
+
+
 class Fal(HttpApi, Provider):
     name = "fal"
     asynchronous = True
@@ -171,6 +241,38 @@ class Fal(HttpApi, Provider):
         base = f"{settings.FAL_QUEUE_URL.rstrip('/')}/{app}/requests/{provider_id}"
         handles = {"status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}
         return ProviderResult(status=ResultStatus.PENDING, external_id=provider_id, handles=handles)
+
+    @classmethod
+    def verify_webhook(cls, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> str:
+        """The delivery id is fal's request id and the delivery's timestamp."""
+        request_id = required_header(headers, "X-Fal-Webhook-Request-Id")
+        user_id = required_header(headers, "X-Fal-Webhook-User-Id")
+        timestamp = required_header(headers, "X-Fal-Webhook-Timestamp")
+        signature_hex = required_header(headers, "X-Fal-Webhook-Signature")
+        check_timestamp(timestamp, now)
+        if settings.FAL_USER_ID and not hmac.compare_digest(user_id.encode(), settings.FAL_USER_ID.encode()):
+            raise WebhookRejected("the delivery is for another fal user")
+        try:
+            signature = bytes.fromhex(signature_hex)
+        except ValueError:
+            raise WebhookRejected("the signature is not hex") from None
+        message = "\n".join([request_id, user_id, timestamp, hashlib.sha256(body).hexdigest()]).encode()
+        keys = cache.get(JWKS_CACHE_KEY)
+        fresh = keys is None
+        if fresh:
+            keys = _fetch_jwks()
+        verified = _verifies(keys, signature, message)
+        if not verified and not fresh and cache.add(f"{JWKS_CACHE_KEY}:refreshed", 1, timeout=JWKS_REFRESH_SECONDS):
+            verified = _verifies(_fetch_jwks(), signature, message)
+        if not verified:
+            raise WebhookRejected("no key verifies the signature")
+        return f"{request_id}:{timestamp}"
+
+    @classmethod
+    def webhook_provider_ids(cls, headers: Mapping[str, str], payload: dict[str, Any]) -> list[str]:
+        # Both are signed: the header is in the message, the body by its hash. The header comes first.
+        ids = [headers.get("X-Fal-Webhook-Request-Id", ""), str(payload.get("request_id") or "")]
+        return list(dict.fromkeys(i for i in ids if i))
 
     def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         # Status URLs drop the model's sub-path (fal-ai/flux-2/requests/...): always use them as given.

@@ -10,6 +10,7 @@ against the webhook (if set) that would still announce such an orphan prediction
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from generation.providers.base import (
 )
 from generation.providers.http_api import MAY_HAVE_BEEN_RECEIVED, HttpApi, json_or_none, sanitize_message
 from generation.providers.inputs import model_inputs
+from generation.providers.webhook_signing import standard_webhooks_verify
 from models_registry.capabilities import schema_properties
 
 CREATE_MAY_HAVE_BEEN_RECEIVED = "create may have been received"
@@ -116,6 +118,20 @@ class Replicate(HttpApi, Provider):
         # The delivery is the prediction itself: its id and URLs, polled from here on.
         found = self.result_from_prediction(delivery)
         return ProviderResult(status=ResultStatus.PENDING, external_id=found.external_id, handles=found.handles)
+
+    # --- webhooks: the prediction object, signed with Standard Webhooks (providers.md §2.3) ---
+    @classmethod
+    def webhooks_verifiable(cls) -> bool:
+        return bool(settings.REPLICATE_WEBHOOK_SECRET)
+
+    @classmethod
+    def verify_webhook(cls, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> str:
+        """The delivery id is Standard Webhooks' webhook-id, kept across Replicate's retries."""
+        return standard_webhooks_verify(headers, body, secret=settings.REPLICATE_WEBHOOK_SECRET, now=now)
+
+    @classmethod
+    def webhook_provider_ids(cls, headers: Mapping[str, str], payload: dict[str, Any]) -> list[str]:
+        return [str(payload["id"])] if payload.get("id") else []
 
     def recover(self, request: GenerationRequest) -> ProviderResult | None:
         """Find a prediction whose create answer was lost among the account's recent predictions.

@@ -14,7 +14,8 @@ from django.core.cache import cache
 
 from generation import modes
 from generation.models import GenerationJob
-from generation.providers import ADAPTERS, adapter_class
+from generation.providers import adapter_class
+from generation.providers.kinds import PROVIDER_KINDS
 from models_registry.models import ApiModel, FallbackChain
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _adapter(kind: str) -> Provider:
 
 
 def provider_configured(kind: str) -> bool:
-    return kind in ADAPTERS and _adapter(kind).is_configured()
+    return kind in PROVIDER_KINDS and _adapter(kind).is_configured()
 
 
 def provider_healthy(kind: str) -> bool:
@@ -50,7 +51,7 @@ def provider_healthy(kind: str) -> bool:
     cached = cache.get(_health_key(kind))
     if cached is not None:
         return bool(cached)
-    if kind not in ADAPTERS:
+    if kind not in PROVIDER_KINDS:
         return False
     try:
         healthy = bool(_adapter(kind).health_check())

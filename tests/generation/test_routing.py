@@ -11,8 +11,8 @@ from django.core.cache import cache
 
 from generation import enqueue
 from generation.models import GenerationJob, ImageSlot, JobMode, JobStatus, ProviderRequest, RequestStatus, SlotStatus
-from generation.providers import ADAPTERS
 from generation.providers.base import GeneratedImage, Provider, ProviderError, ProviderResult, ResultStatus
+from generation.providers.kinds import PROVIDER_KINDS
 from generation.services import routing, runs
 from generation.services.control import job_retry_failed
 from generation.services.jobs import job_create
@@ -30,11 +30,11 @@ def fresh_cache(settings):
     settings.REPLICATE_API_TOKEN = "r8_test"
     settings.GEMINI_API_KEY = "gemini-test-key"
     settings.PUBLIC_BASE_URL = ""
-    keys = [f"provider-health:{kind}" for kind in ADAPTERS]
-    keys += [f"cooldown:{kind}" for kind in ADAPTERS]
-    keys += [f"limit:{kind}:{n}" for kind in ADAPTERS for n in range(32)]
+    keys = [f"provider-health:{kind}" for kind in PROVIDER_KINDS]
+    keys += [f"cooldown:{kind}" for kind in PROVIDER_KINDS]
+    keys += [f"limit:{kind}:{n}" for kind in PROVIDER_KINDS for n in range(32)]
     # Per-second rate windows too: two tests' submits can fall in the same second.
-    keys += [f"rate:{kind}:{int(time.time()) + d}" for kind in ADAPTERS for d in (-1, 0, 1)]
+    keys += [f"rate:{kind}:{int(time.time()) + d}" for kind in PROVIDER_KINDS for d in (-1, 0, 1)]
     cache.delete_many(keys)
     yield
     cache.delete_many(keys)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 
+from generation.providers.kinds import PROVIDER_KINDS
+from models_registry import seed as seed_data
 from models_registry.models import ApiModel, NegativePrompt
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +95,12 @@ def test_a_rerun_keeps_staff_edits_to_the_comfyui_settings():
     model.refresh_from_db()
     assert model.capabilities["comfyui"] == {"checkpoint": "juggernaut_xl.safetensors", "steps": 40}
     assert ApiModel.objects.filter(provider="comfyui").count() == 1
+
+
+def test_the_local_chain_marker_stands_for_the_models_of_every_local_kind(monkeypatch):
+    assert seed_data.fallback_chain_keys("i2i")[0] == "comfyui/sdxl-base-1.0"
+    farm = dataclasses.replace(PROVIDER_KINDS["comfyui"], key="gpu-farm", label="GPU farm")
+    monkeypatch.setitem(PROVIDER_KINDS, farm.key, farm)
+    row = {"key": "gpu-farm/sdxl", "provider": farm.key, "tasks": ["i2i"], "priority": 90}
+    monkeypatch.setattr(seed_data, "MODELS", [*seed_data.MODELS, row])
+    assert seed_data.fallback_chain_keys("i2i")[:3] == ["gpu-farm/sdxl", "comfyui/sdxl-base-1.0", "stability-ai/sdxl"]

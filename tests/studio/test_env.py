@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from studio.env import env_bool, env_int, env_pair, env_secret
+from studio.env import env_bool, env_int, env_int_suffixed, env_pair, env_secret
 
 
 def test_env_bool_rejects_anything_but_a_boolean(monkeypatch):
@@ -35,3 +35,14 @@ def test_env_pair_reads_two_values_or_refuses(monkeypatch):
         monkeypatch.setenv("PROXY_HEADER", bad)
         with pytest.raises(ImproperlyConfigured):
             env_pair("PROXY_HEADER")
+
+
+def test_env_int_suffixed_reads_each_set_variable_by_its_name(monkeypatch):
+    monkeypatch.setenv("FAL_TESTLIMIT", "8")
+    monkeypatch.setenv("COMFYUI2_TESTLIMIT", "0")
+    monkeypatch.setenv("REPLICATE_TESTLIMIT", "")  # set but empty: the default stands
+    monkeypatch.setenv("lower_TESTLIMIT", "5")
+    assert env_int_suffixed("_TESTLIMIT") == {"fal": 8, "comfyui2": 0}
+    monkeypatch.setenv("GEMINI_TESTLIMIT", "lots")
+    with pytest.raises(ImproperlyConfigured):
+        env_int_suffixed("_TESTLIMIT")

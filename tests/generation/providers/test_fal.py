@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import base64
+import uuid
 
 import pytest
+import requests
 import responses
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.core.cache import cache
 from responses import matchers
 
+from generation.providers import fal
 from generation.providers.base import GenerationRequest, ProviderError, Reference, ResultStatus
 from generation.providers.fal import NSFW_ERROR, Fal, parse_result, webhook_result
+from generation.providers.webhook_signing import WebhookRejected
 from models_registry.seed import MODELS
-from tests.generation.providers import PNG, api_model, sent_json
+from tests.generation.providers import JWKS_URL, PNG, api_model, fal_sign, jwk, sent_json
 
 FAL_KEY = "8a1b2c3d-key-id:f00dfeedsecret"
 REQUEST_ID = "80e732af-660e-45cd-bd63-580e4f2a94cc"
@@ -489,3 +495,101 @@ class TestFalConfiguration:
         assert fal.configuration_hint() == "Set FAL_KEY to use fal.ai models."
         assert Fal.name == "fal"
         assert Fal.asynchronous
+
+
+# The test vector of providers.md §1.5: fal's key published with base64url padding.
+DOC_FAL_X = "A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"
+DOC_FAL = {
+    "X-Fal-Webhook-Request-Id": "024ca5b1-45d3-4afd-883e-ad3abe2a1c4d",
+    "X-Fal-Webhook-User-Id": "github|12345",
+    "X-Fal-Webhook-Timestamp": "1767225600",
+    "X-Fal-Webhook-Signature": (
+        "4bd6a444bbae5cf901ed0762d2ae60a7cd3c9e9117a2ac1692913031330ea750"
+        "fd6366b79729e55bc0d8641c6c4947b6b3e8aad5cf11ef34807b7facf0c24a00"
+    ),
+}
+DOC_FAL_BODY = b'{"request_id":"024ca5b1-45d3-4afd-883e-ad3abe2a1c4d","status":"OK"}'
+
+
+@pytest.mark.usefixtures("fal_webhooks")
+class TestFalWebhookSignature:
+    def test_it_verifies_the_documented_test_vector_with_a_padded_key(self):
+        with responses.RequestsMock() as mocked:
+            mocked.get(JWKS_URL, json={"keys": [{"kty": "OKP", "crv": "Ed25519", "x": DOC_FAL_X + "="}]})
+            delivery = Fal.verify_webhook(DOC_FAL, DOC_FAL_BODY, now=1767225600)
+        assert delivery == "024ca5b1-45d3-4afd-883e-ad3abe2a1c4d:1767225600"
+
+    def test_it_fetches_the_jwks_once_and_caches_it(self, fal_key, jwks):
+        for _ in range(3):
+            Fal.verify_webhook(fal_sign(fal_key, b"{}", request_id=str(uuid.uuid4())), b"{}")
+        assert len(jwks.calls) == 1
+
+    def test_it_refetches_the_jwks_once_when_fal_rotated_its_key(self, fal_key):
+        cache.set(fal.JWKS_CACHE_KEY, [jwk(Ed25519PrivateKey.generate())])
+        with responses.RequestsMock() as mocked:
+            mocked.get(JWKS_URL, json={"keys": [jwk(fal_key)]})
+            Fal.verify_webhook(fal_sign(fal_key, b"{}", request_id="a"), b"{}")
+            forged = fal_sign(Ed25519PrivateKey.generate(), b"{}", request_id="b")
+            with pytest.raises(WebhookRejected):
+                Fal.verify_webhook(forged, b"{}")
+            # A forged delivery made no second fetch: refreshes are rate limited.
+            assert len(mocked.calls) == 1
+
+    @pytest.mark.parametrize("down", [{"status": 502}, {"body": requests.ConnectTimeout("down")}])
+    def test_an_unreachable_jwks_asks_fal_to_deliver_again_later(self, fal_key, down):
+        with responses.RequestsMock() as mocked:
+            mocked.get(JWKS_URL, **down)
+            with pytest.raises(WebhookRejected) as exc:
+                Fal.verify_webhook(fal_sign(fal_key, b"{}", request_id="a"), b"{}")
+        assert exc.value.status == 503
+
+    def test_a_failed_fetch_is_remembered_for_a_minute(self, fal_key, jwks):
+        cache.set(fal.JWKS_FAILED_KEY, 1)
+        with pytest.raises(WebhookRejected) as exc:
+            Fal.verify_webhook(fal_sign(fal_key, b"{}", request_id="a"), b"{}")
+        assert exc.value.status == 503 and len(jwks.calls) == 0
+        assert fal.JWKS_FAILURE_SECONDS == 60
+        cache.delete(fal.JWKS_FAILED_KEY)  # what the cache timeout does
+        Fal.verify_webhook(fal_sign(fal_key, b"{}", request_id="a"), b"{}")
+        assert len(jwks.calls) == 1
+
+    def test_the_jwks_fetch_uses_a_short_timeout(self, fal_key, jwks, settings):
+        settings.FAL_WEBHOOK_JWKS_TIMEOUT = 3.0
+        settings.PROVIDER_CONNECT_TIMEOUT = 5.0
+        settings.PROVIDER_READ_TIMEOUT = 60.0
+        Fal.verify_webhook(fal_sign(fal_key, b"{}", request_id="a"), b"{}")
+        assert jwks.calls[0].request.req_kwargs["timeout"] == (3.0, 3.0)
+
+    @pytest.mark.parametrize(
+        ("change", "status"),
+        [
+            ({"X-Fal-Webhook-Timestamp": "1767225600"}, 400),  # long ago
+            ({"X-Fal-Webhook-Signature": "not hex"}, 401),
+            ({"X-Fal-Webhook-User-Id": "github|99999"}, 401),  # signed for another user
+            ({"X-Fal-Webhook-Request-Id": "someone-else"}, 401),  # not what was signed
+            ({"X-Fal-Webhook-Signature": ""}, 400),
+        ],
+    )
+    def test_it_rejects_bad_headers(self, fal_key, jwks, change, status):
+        headers = {**fal_sign(fal_key, b"{}", request_id="a"), **change}
+        with pytest.raises(WebhookRejected) as exc:
+            Fal.verify_webhook(headers, b"{}")
+        assert exc.value.status == status
+
+    def test_it_refuses_another_fal_users_delivery_when_one_is_configured(self, fal_key, jwks, settings):
+        settings.FAL_USER_ID = "github|12345"
+        Fal.verify_webhook(fal_sign(fal_key, b"{}", request_id="a"), b"{}")
+        with pytest.raises(WebhookRejected):
+            Fal.verify_webhook(fal_sign(fal_key, b"{}", request_id="a", user_id="github|99999"), b"{}")
+
+
+class TestFalWebhookIds:
+    def test_the_signed_header_comes_first_then_the_body(self):
+        headers = {"X-Fal-Webhook-Request-Id": "from-header"}
+        assert Fal.webhook_provider_ids(headers, {"request_id": "from-body"}) == ["from-header", "from-body"]
+        assert Fal.webhook_provider_ids(headers, {"request_id": "from-header"}) == ["from-header"]
+        assert Fal.webhook_provider_ids({}, {"request_id": "from-body"}) == ["from-body"]
+        assert Fal.webhook_provider_ids({}, {}) == []
+
+    def test_fal_always_takes_webhooks(self):
+        assert Fal.webhooks_verifiable()

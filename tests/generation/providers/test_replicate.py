@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import base64
+
 import pytest
 import requests
 import responses
 
 from generation.providers.base import GenerationRequest, ProviderError, Reference, ResultStatus
 from generation.providers.replicate import CREATE_MAY_HAVE_BEEN_RECEIVED, Replicate
+from generation.providers.webhook_signing import WebhookRejected
 from models_registry.seed import MODELS
-from tests.generation.providers import PNG, api_model, sent_json
+from tests.generation.providers import PNG, REPLICATE_SECRET, api_model, sent_json
 
 TOKEN = "r8_planted0123456789"
 SDXL_VERSION = "7762fd07cf82c948538e41f63f77d685e02b063e37e496e96eefd46c929f9bdc"
@@ -372,3 +375,65 @@ class TestRecover:
     def test_without_a_seed_or_a_webhook_it_does_not_guess(self):
         assert Replicate(flux_schnell()).recover(self.lost(seed=None)) is None
         assert len(responses.calls) == 0
+
+
+# The test vector of providers.md §2.3 (signed with REPLICATE_SECRET).
+DOC_REPLICATE = {
+    "webhook-id": "msg_2yQYZ8mXbD9xV3kq",
+    "webhook-timestamp": "1767225600",
+    "webhook-signature": "v1,nMaUU90MzJLliUmAMjlMnqH/4QMbAygE057x3lR5ErU=",
+}
+DOC_REPLICATE_BODY = b'{"id":"ufawqhfynnddngldkgtslldrkq","status":"succeeded"}'
+
+
+class TestReplicateWebhookSignature:
+    @pytest.fixture(autouse=True)
+    def _secret(self, settings):
+        settings.REPLICATE_WEBHOOK_SECRET = REPLICATE_SECRET
+
+    def test_it_verifies_the_documented_test_vector(self):
+        assert Replicate.verify_webhook(DOC_REPLICATE, DOC_REPLICATE_BODY, now=1767225600) == "msg_2yQYZ8mXbD9xV3kq"
+
+    def test_it_accepts_any_of_several_listed_signatures(self):
+        headers = {**DOC_REPLICATE, "webhook-signature": "v1,bm90LWl0 " + DOC_REPLICATE["webhook-signature"]}
+        assert Replicate.verify_webhook(headers, DOC_REPLICATE_BODY, now=1767225610)
+
+    @pytest.mark.parametrize(
+        ("change", "status"),
+        [
+            ({"body": b'{"id":"ufawqhfynnddngldkgtslldrkq","status":"failed"}'}, 401),
+            ({"webhook-signature": "v1,nMaUU90MzJLliUmAMjlMnqH/4QMbAygE057x3lR5ErX="}, 401),
+            ({"webhook-signature": "v2," + DOC_REPLICATE["webhook-signature"][3:]}, 401),
+            ({"webhook-id": "msg_other"}, 401),
+            ({"now": 1767225600 + 301}, 400),
+            ({"now": 1767225600 - 301}, 400),
+            ({"webhook-timestamp": ""}, 400),
+            ({"webhook-timestamp": "soon"}, 400),
+        ],
+    )
+    def test_it_rejects_tampering_and_stale_or_future_timestamps(self, change, status):
+        change = dict(change)
+        body = change.pop("body", DOC_REPLICATE_BODY)
+        now = change.pop("now", 1767225600)
+        with pytest.raises(WebhookRejected) as exc:
+            Replicate.verify_webhook({**DOC_REPLICATE, **change}, body, now=now)
+        assert exc.value.status == status
+
+    @pytest.mark.parametrize("secret", ["whsec_" + base64.b64encode(b"another-secret").decode(), "whsec_not base64!"])
+    def test_it_rejects_a_delivery_signed_with_another_secret(self, settings, secret):
+        settings.REPLICATE_WEBHOOK_SECRET = secret
+        with pytest.raises(WebhookRejected) as exc:
+            Replicate.verify_webhook(DOC_REPLICATE, DOC_REPLICATE_BODY, now=1767225600)
+        assert exc.value.status == 401
+
+    def test_without_a_secret_no_delivery_verifies_and_none_is_asked_for(self, settings):
+        assert Replicate.webhooks_verifiable()
+        settings.REPLICATE_WEBHOOK_SECRET = ""
+        assert not Replicate.webhooks_verifiable()
+        with pytest.raises(WebhookRejected) as exc:
+            Replicate.verify_webhook(DOC_REPLICATE, DOC_REPLICATE_BODY, now=1767225600)
+        assert exc.value.status == 401
+
+    def test_the_delivery_names_its_prediction_by_its_id(self):
+        assert Replicate.webhook_provider_ids({}, prediction("succeeded")) == [PREDICTION_ID]
+        assert Replicate.webhook_provider_ids({}, {"status": "succeeded"}) == []
