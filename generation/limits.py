@@ -86,11 +86,14 @@ class _Renewer:
     def __init__(self) -> None:
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def add(self, key: str, token: str) -> None:
         with self._lock:
             self._held[key] = token
+            # Renew the new lease on this round's cadence, not after a sleep begun before it existed.
+            self._wake.set()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
                 self._thread.start()
@@ -101,7 +104,8 @@ class _Renewer:
 
     def _run(self) -> None:
         while True:
-            time.sleep(RENEW_EVERY_SECONDS)
+            self._wake.wait(RENEW_EVERY_SECONDS)
+            self._wake.clear()
             with self._lock:
                 held = dict(self._held)
             for key, token in held.items():

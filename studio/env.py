@@ -72,13 +72,14 @@ def env_secret(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
-def env_int_suffixed(suffix: str) -> dict[str, int]:
+def env_int_suffixed(suffix: str, *, besides: frozenset[str] = frozenset()) -> dict[str, int]:
     """Every variable named <NAME><suffix> that is set, read as env_int reads one, keyed by NAME in
-    lower case: FAL_CONCURRENCY=8 gives {"fal": 8} for suffix "_CONCURRENCY"."""
+    lower case: FAL_CONCURRENCY=8 gives {"fal": 8} for suffix "_CONCURRENCY". Names in `besides`
+    mean something else and are left out."""
     pattern = re.compile(rf"([A-Z][A-Z0-9]*){re.escape(suffix)}")
     found: dict[str, int] = {}
     for name in sorted(os.environ):
         match = pattern.fullmatch(name)
-        if match and os.environ[name] != "":
+        if match and name not in besides and os.environ[name] != "":
             found[match.group(1).lower()] = env_int(name, 0)
     return found

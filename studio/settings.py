@@ -252,9 +252,11 @@ TRUSTED_FETCH_HOSTS = env_list("TRUSTED_FETCH_HOSTS")
 # start per second; a 429 also pauses the provider for its Retry-After. The defaults are each
 # provider's row in generation/providers/kinds.py; these hold only what the environment overrides,
 # by kind: <KIND>_CONCURRENCY and <KIND>_RATE_PER_SECOND, e.g. FAL_CONCURRENCY=3.
-PROVIDER_CONCURRENCY = env_int_suffixed("_CONCURRENCY")
+# The Procfile's process counts share the suffix and are not providers.
+PROVIDER_CONCURRENCY = env_int_suffixed("_CONCURRENCY", besides=frozenset({"WEB_CONCURRENCY", "WORKER_CONCURRENCY"}))
 PROVIDER_RATE_PER_SECOND = env_int_suffixed("_RATE_PER_SECOND")
-# Pipeline timing. Every countdown stays far below CELERY_VISIBILITY_TIMEOUT (see reliability.md).
+# Pipeline timing. Every countdown stays far below CELERY_VISIBILITY_TIMEOUT: a longer one makes the
+# Redis broker deliver the task again and again.
 PIPELINE_MAX_COUNTDOWN = min(30, CELERY_VISIBILITY_TIMEOUT // 4)
 PIPELINE_MAX_ATTEMPTS = env_int("PIPELINE_MAX_ATTEMPTS", 4)
 PIPELINE_RETRY_BASE_SECONDS = env_float("PIPELINE_RETRY_BASE_SECONDS", 1.0)

@@ -46,3 +46,9 @@ def test_env_int_suffixed_reads_each_set_variable_by_its_name(monkeypatch):
     monkeypatch.setenv("GEMINI_TESTLIMIT", "lots")
     with pytest.raises(ImproperlyConfigured):
         env_int_suffixed("_TESTLIMIT")
+
+
+def test_env_int_suffixed_leaves_out_the_names_it_is_told_mean_something_else(monkeypatch):
+    monkeypatch.setenv("FAL_TESTLIMIT", "3")
+    monkeypatch.setenv("WEB_TESTLIMIT", "${WEB_CONCURRENCY:-3}")  # a Procfile process count, never read here
+    assert env_int_suffixed("_TESTLIMIT", besides=frozenset({"WEB_TESTLIMIT"})) == {"fal": 3}
