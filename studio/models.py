@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models.functions import Lower
 
 if TYPE_CHECKING:
-    from generation.imaging import ProcessedImage
+    from generation.lib.imaging import ProcessedImage
 
 
 class Character(models.Model):

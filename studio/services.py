@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from generation.imaging import process_image
+from generation.lib.imaging import process_image
 from studio.models import AssetKind, AssetSource, Character, WorkspaceAsset
 from studio.throttle import rate_limit
 
@@ -72,7 +72,7 @@ def character_lock_portrait(*, character: Character, asset: WorkspaceAsset) -> C
 def upload_create(*, owner, data: bytes, character: Character | None = None) -> WorkspaceAsset:  # noqa: ANN001
     """Store an uploaded reference image after validating and re-encoding it.
 
-    Raises generation.imaging.InvalidImage (its message is fit for the user) for anything that is
+    Raises generation.lib.imaging.InvalidImage (its message is fit for the user) for anything that is
     not a PNG, JPEG or WebP within settings.UPLOAD_MAX_BYTES and settings.IMAGE_MAX_PIXELS, and
     ValidationError (code "rate_limited") past the owner's uploads per minute; either way nothing is stored.
     What is stored is a full re-encode of the pixels, never the bytes the browser sent.

@@ -245,7 +245,7 @@ PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0)
 PROVIDER_READ_TIMEOUT = env_float("PROVIDER_READ_TIMEOUT", 60.0)
 # Hosts (host or host:port) that staff configured and so may be fetched even on private or
 # loopback addresses: a ComfyUI server, the test simulator. Everything else that a user or a
-# provider response names goes through the public-address checks in generation.http.
+# provider response names goes through the public-address checks in generation.lib.http.
 TRUSTED_FETCH_HOSTS = env_list("TRUSTED_FETCH_HOSTS")
 
 # How many calls to one provider may be in flight at once across all workers, and how many may

@@ -24,7 +24,7 @@ from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from generation import modes
-from generation.imaging import InvalidImage
+from generation.lib.imaging import InvalidImage
 from generation.models import GenerationJob
 from generation.selectors import generations_paused_for, job_for_user
 from generation.services.control import job_cancel, job_retry_failed

@@ -164,7 +164,7 @@ class Provider:
         return self.is_configured()
 
     def fetch_trusted_hosts(self) -> tuple[str, ...]:
-        """Hosts that generation.http.fetch may reach on a private address for this provider's output
+        """Hosts that generation.lib.http.fetch may reach on a private address for this provider's output
         URLs; none by default. Trust is per provider: one provider's trusted server is a stranger to
         another's output URLs."""
         return ()

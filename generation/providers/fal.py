@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 from django.core.cache import cache
 
+from generation.lib.retry import parse_retry_after
 from generation.providers.base import (
     GeneratedImage,
     GenerationRequest,
@@ -34,7 +35,7 @@ from generation.providers.base import (
     ProviderResult,
     ResultStatus,
 )
-from generation.providers.http_api import HttpApi, parse_retry_after, sanitize_message, session
+from generation.providers.http_api import HttpApi, sanitize_message, session
 from generation.providers.inputs import model_inputs
 from generation.providers.webhook_signing import WebhookRejected, check_timestamp, required_header
 

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from django.conf import settings
 
-from generation.imaging import sniff_content_type
+from generation.lib.imaging import sniff_content_type
 from generation.providers.base import (
     GeneratedImage,
     GenerationRequest,

@@ -16,11 +16,9 @@ every provider text shown to users goes through sanitize_message().
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
 import re
-import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -29,6 +27,7 @@ import requests
 from django.conf import settings
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from generation.lib.retry import is_retryable_status, parse_retry_after
 from generation.providers.base import ProviderError, Reference
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,6 @@ logger = logging.getLogger(__name__)
 # One pooled session for every provider call: keeps TLS connections alive between polls.
 session = requests.Session()
 
-RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 425, 429})
 # A provider's error body can be a whole HTML page; the message keeps only its start.
 MAX_MESSAGE_CHARS = 500
 REDACTED = "[redacted]"
@@ -75,22 +73,6 @@ _PATH = re.compile(r"(?<![\w.:/~-])(?:~|[a-z]:)?(?:[/\\][\w.@%+~-]+){2,}[/\\]?",
 def timeouts() -> tuple[float, float]:
     """(connect, read) seconds, read at call time so tests can override them."""
     return (float(settings.PROVIDER_CONNECT_TIMEOUT), float(settings.PROVIDER_READ_TIMEOUT))
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """A Retry-After header value, in seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def google_retry_delay(body: Any) -> float | None:
@@ -298,7 +280,7 @@ class HttpApi:
         message = f"{self.api_label} answered HTTP {status}" + (f": {text}" if text else ".")
         if 300 <= status < 400:
             message = f"{self.api_label} answered with an unexpected redirect (HTTP {status})."
-        retryable = status >= 500 or status in RETRYABLE_CLIENT_STATUSES
+        retryable = is_retryable_status(status)
         return ProviderError(
             message,
             permanent=not retryable,

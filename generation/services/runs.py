@@ -21,7 +21,8 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.db.models import F
 from django.utils import timezone
 
-from generation import enqueue, limits, presign
+from generation import enqueue, limits
+from generation.lib import presign
 from generation.models import (
     ACTIVE_JOB_STATUSES,
     FINAL_SLOT_STATUSES,

@@ -7,8 +7,8 @@ import uuid
 
 from django.db import DatabaseError, IntegrityError, transaction
 
-from generation.http import DownloadError, UnsafeURLError, fetch
-from generation.imaging import InvalidImage, process_image
+from generation.lib.http import DownloadError, UnsafeURLError, fetch
+from generation.lib.imaging import InvalidImage, process_image
 from generation.models import FINAL_SLOT_STATUSES, GenerationJob, ImageSlot
 from generation.providers import get_provider
 from generation.providers.base import GeneratedImage

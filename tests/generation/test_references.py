@@ -10,8 +10,8 @@ import pytest
 import requests
 from django.core.files.base import ContentFile
 
+from generation.lib.presign import expires_within, url_expires_at
 from generation.models import JobMode
-from generation.presign import expires_within, url_expires_at
 from generation.services import runs
 from generation.services.jobs import job_create
 from studio.models import WorkspaceAsset

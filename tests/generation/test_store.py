@@ -119,7 +119,7 @@ def test_a_database_error_while_recording_the_asset_leaves_no_file_behind(job):
 
 
 def test_storing_again_after_a_killed_store_leaves_no_orphan(job):
-    from generation.imaging import process_image
+    from generation.lib.imaging import process_image
     from generation.services.store import slot_asset_id
 
     slot = ImageSlot.objects.get(job=job, index=0)

@@ -10,7 +10,7 @@ from django.urls import reverse
 from PIL import Image
 
 from studio.models import WorkspaceAsset
-from tests.generation.test_imaging import PAYLOAD, png_with_stored_payload
+from tests.generation.lib.test_imaging import PAYLOAD, png_with_stored_payload
 from tests.studio.helpers import htmx
 
 pytestmark = pytest.mark.django_db

@@ -17,7 +17,6 @@ from generation.providers.http_api import (
     MAY_HAVE_BEEN_RECEIVED,
     HttpApi,
     google_retry_delay,
-    parse_retry_after,
     sanitize_message,
     unique_references,
     url_origin,
@@ -338,13 +337,6 @@ class TestHelpers:
         assert url_origin("http://127.0.0.1:9/") == ("http", "127.0.0.1", 9)
         assert url_origin("https://a.test:99999/") is None
         assert url_origin("https://a.test /x") is None
-
-    def test_it_parses_retry_after_values(self):
-        assert parse_retry_after("30") == 30.0
-        assert parse_retry_after("1.5") == 1.5
-        assert parse_retry_after("") is None
-        assert parse_retry_after("soon") is None
-        assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
 
     def test_it_ignores_google_bodies_without_retry_info(self):
         assert google_retry_delay({"error": {"details": [{"@type": "x.QuotaFailure"}]}}) is None

@@ -19,6 +19,8 @@ from io import BytesIO
 from django.conf import settings
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
+from generation.lib.sizes import megabytes, megapixels
+
 logger = logging.getLogger(__name__)
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -67,17 +69,6 @@ class ProcessedImage:
     thumbnail_content_type: str
 
 
-def _megabytes(n: int) -> str:
-    value = n / (1024 * 1024)
-    # "30 MB", "2.5 MB": whole numbers from 10 up or when the decimal would be .0
-    text = f"{value:.0f}" if value >= 10 else f"{value:.1f}".removesuffix(".0")
-    return f"{text} MB"
-
-
-def _megapixels(n: int) -> str:
-    return f"{n / 1_000_000:.1f} megapixels"
-
-
 def sniff_content_type(data: bytes) -> str | None:
     """The content type of `data` judged by its magic bytes, or None if it is not PNG, JPEG or WebP.
 
@@ -120,7 +111,7 @@ def open_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
         try:
             image = Image.open(BytesIO(data), formats=ALLOWED_FORMATS)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise InvalidImage(f"The image is too large; the limit is {_megapixels(max_pixels)}.") from exc
+            raise InvalidImage(f"The image is too large; the limit is {megapixels(max_pixels)}.") from exc
         except Exception as exc:  # Pillow raises more than UnidentifiedImageError (ValueError, SyntaxError, ...)
             logger.info("image rejected at open: %r", exc)
             raise InvalidImage("The file is not a PNG, JPEG or WebP image.") from exc
@@ -130,11 +121,11 @@ def open_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
             if width <= 0 or height <= 0:
                 raise InvalidImage("The image has no pixels.")
             if width * height > max_pixels:
-                raise InvalidImage(f"The image is {width}×{height} pixels; the limit is {_megapixels(max_pixels)}.")
+                raise InvalidImage(f"The image is {width}×{height} pixels; the limit is {megapixels(max_pixels)}.")
             try:
                 image.load()
             except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-                raise InvalidImage(f"The image is too large; the limit is {_megapixels(max_pixels)}.") from exc
+                raise InvalidImage(f"The image is too large; the limit is {megapixels(max_pixels)}.") from exc
             except Exception as exc:
                 logger.info("image rejected at load: %r", exc)
                 raise InvalidImage("The image is damaged or incomplete and cannot be read.") from exc
@@ -337,7 +328,7 @@ def process_image(
     if max_bytes is None:
         max_bytes = settings.DOWNLOAD_MAX_BYTES
     if len(data) > max_bytes:
-        raise InvalidImage(f"The file is {_megabytes(len(data))}; the limit is {_megabytes(max_bytes)}.")
+        raise InvalidImage(f"The file is {megabytes(len(data))}; the limit is {megabytes(max_bytes)}.")
 
     source = open_image(data, max_pixels=max_pixels)
     # MPO is a JPEG with more pictures appended; saving it as JPEG keeps the first, the one shown.

@@ -1,4 +1,4 @@
-"""generation.http: SSRF rules, redirects, byte caps and error classification, against a real loopback server.
+"""generation.lib.http: SSRF rules, redirects, byte caps and error classification, against a real loopback server.
 
 Nothing here leaves 127.0.0.1: names that should resolve elsewhere are answered by a patched getaddrinfo,
 and refused addresses are refused before any connection is attempted.
@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from PIL import Image
 
-from generation.http import (
+from generation.lib.http import (
     Download,
     DownloadError,
     UnsafeURLError,
@@ -433,7 +433,7 @@ class TestRedirects:
 
     def test_caller_headers_do_not_follow_a_redirect_to_another_origin(self, server, port, base, monkeypatch):
         # Redirects to another origin only succeed to public hosts: play one with loopback judged public.
-        monkeypatch.setattr("generation.http.is_public_address", lambda ip: True)
+        monkeypatch.setattr("generation.lib.http.is_public_address", lambda ip: True)
         elsewhere = quote(f"http://localhost:{port}/image.png", safe="")
 
         fetch(f"{base}/redirect?to={elsewhere}", headers={"X-Caller-Token": "abc"})

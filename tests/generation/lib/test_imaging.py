@@ -1,4 +1,4 @@
-"""generation.imaging: only PNG/JPEG/WebP get decoded, bombs and damaged files are refused, output has no metadata."""
+"""generation.lib.imaging: only PNG/JPEG/WebP get decoded, bombs and damaged files are refused, no metadata out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from io import BytesIO
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 
-from generation.imaging import (
+from generation.lib.imaging import (
     ALLOWED_FORMATS,
     InvalidImage,
     ProcessedImage,

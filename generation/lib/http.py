@@ -25,13 +25,10 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import logging
-import math
 import socket
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urljoin, urlsplit
 
@@ -41,6 +38,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from generation.lib.retry import is_retryable_status, parse_retry_after
+from generation.lib.sizes import megabytes
+
 logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,7 +48,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # 408 and 425 say "try again"; 429 is rate limiting. Every other 4xx will answer the same next time.
-_RETRYABLE_4XX = frozenset({408, 425, 429})
 _CHUNK_SIZE = 64 * 1024
 _MAX_URL_LENGTH = 8192
 
@@ -295,7 +294,7 @@ class _CheckedAdapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
         # Through a proxy the peer would be the proxy, and the check above would mean nothing.
-        raise RuntimeError("generation.http does not fetch through proxies")
+        raise RuntimeError("generation.lib.http does not fetch through proxies")
 
 
 class _NoCookiesPolicy(DefaultCookiePolicy):
@@ -330,33 +329,6 @@ _session = _new_session()
 
 
 # --- fetch ---------------------------------------------------------------------------------------------------
-
-
-def _megabytes(n: int) -> str:
-    value = n / (1024 * 1024)
-    # "30 MB", "2.5 MB": whole numbers from 10 up or when the decimal would be .0
-    text = f"{value:.0f}" if value >= 10 else f"{value:.1f}".removesuffix(".0")
-    return f"{text} MB"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _host_not_found(exc: _HostNotFoundError) -> DownloadError:
@@ -405,17 +377,17 @@ def _raise_for_status(response: requests.Response) -> None:
     status = response.status_code
     if 200 <= status < 300:
         return
-    retryable = status >= 500 or status in _RETRYABLE_4XX
+    retryable = is_retryable_status(status)
     raise DownloadError(
         f"The server answered {status} {response.reason or ''}".rstrip() + ".",
         permanent=not retryable,
-        retry_after=_retry_after(response.headers.get("Retry-After")) if retryable else None,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")) if retryable else None,
         status=status,
     )
 
 
 def _read_capped(response: requests.Response, max_bytes: int, deadline: float) -> bytes:
-    too_large = DownloadError(f"The file is larger than the {_megabytes(max_bytes)} limit.", permanent=True)
+    too_large = DownloadError(f"The file is larger than the {megabytes(max_bytes)} limit.", permanent=True)
     declared = response.headers.get("Content-Length")
     if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
         raise too_large
