@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+from generation.lib.sizes import megabytes
 from studio.prompt_bar import MODE_COPY, MODE_MODIFY, PROMPT_MAX_LENGTH
 
 
@@ -46,6 +47,6 @@ class UploadForm(forms.Form):
         upload = self.cleaned_data["image"]
         # Checked before a single byte is decoded: Django's upload memory settings are not caps.
         if upload.size > settings.UPLOAD_MAX_BYTES:
-            limit = settings.UPLOAD_MAX_BYTES / (1024 * 1024)
-            raise forms.ValidationError(f"The file is too large: the limit is {limit:.0f} MB.", code="too_large")
+            limit = megabytes(settings.UPLOAD_MAX_BYTES)
+            raise forms.ValidationError(f"The file is too large: the limit is {limit}.", code="too_large")
         return upload
