@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 os.environ["CELERY_DEFAULT_QUEUE"] = f"bench-{uuid.uuid4().hex[:8]}"
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -108,6 +108,7 @@ def main() -> None:
         print(f"{label} x1 {x1:.3f} s  x4 {x4:.3f} s  wall(x4)/wall(x1) = {x4 / x1:.3f}  (target <= {target:.2f})")
     speedup = baseline_x4 / fanout_x4
     print(f"sequential baseline x4 {baseline_x4:.3f} s  fan-out x4 is {speedup:.2f}x faster  (target >= 3x)")
+
 
 if __name__ == "__main__":
     main()

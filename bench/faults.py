@@ -185,7 +185,7 @@ class Suite:
         return process, path
 
     @staticmethod
-    def _stop(process) -> None:  # noqa: ANN001
+    def _stop(process) -> None:
         """SIGKILL the process's whole group (the worker and any child it has)."""
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -243,7 +243,7 @@ class Suite:
         for stop in (self.kill_worker, self.kill_beat, self.kill_web):
             try:
                 stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+            except Exception as exc:
                 log(f"cleanup: {exc!r}")
         # Anything else this process started and still runs (a worker whose start was interrupted):
         # our own children, by pid, with their process groups.
@@ -319,7 +319,7 @@ class Suite:
                 enhance=False,
                 params=params,
             )
-        except Exception as exc:  # noqa: BLE001 - a job the studio could not take is a finding too
+        except Exception as exc:
             result.notes.append(f"job_create failed: {exc!r}"[:200])
             return
         result.jobs.append(str(job.pk))
@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         suite.stop_everything()
         try:
             services("stop")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log(f"services.sh stop failed: {exc!r}")
         signal.signal(signal.SIGINT, signal.default_int_handler)
     print_table(results, args.wait)

@@ -13,7 +13,7 @@ class ImageSlotInline(admin.TabularInline):
     fields = ["index", "status", "error", "attempts", "updated_at"]
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:  # noqa: ANN001
+    def has_add_permission(self, request, obj=None) -> bool:
         return False
 
 
@@ -52,7 +52,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
     search_fields = ["user__username"]
     readonly_fields = ["user", "balance", "updated_at"]
 
-    def has_add_permission(self, request) -> bool:  # noqa: ANN001
+    def has_add_permission(self, request) -> bool:
         return False
 
 

@@ -16,7 +16,7 @@ from generation.models import ACTIVE_JOB_STATUSES, GenerationJob, ImageSlot, Slo
 from studio.models import WorkspaceAsset
 
 
-def jobs_for_user(user) -> QuerySet[GenerationJob]:  # noqa: ANN001
+def jobs_for_user(user) -> QuerySet[GenerationJob]:
     """A user's jobs, newest first, with model, slots and assets loaded in three queries."""
     return (
         GenerationJob.objects.filter(owner=user)
@@ -29,7 +29,7 @@ def jobs_for_user(user) -> QuerySet[GenerationJob]:  # noqa: ANN001
     )
 
 
-def job_for_user(user, job_id: uuid.UUID | str) -> GenerationJob:  # noqa: ANN001
+def job_for_user(user, job_id: uuid.UUID | str) -> GenerationJob:
     """The user's job or 404: another user's job does not exist for them."""
     return get_object_or_404(jobs_for_user(user), pk=job_id)
 
@@ -83,7 +83,7 @@ def waiting_on_a_worker(job: GenerationJob) -> bool:
     return old_enough and heartbeat.workers_silent()
 
 
-def generations_paused_for(user) -> bool:  # noqa: ANN001
+def generations_paused_for(user) -> bool:
     """Whether to tell `user` that generations are paused: no worker runs while jobs wait, theirs
     (or anyone's, for staff, who run the workers)."""
     if not heartbeat.workers_silent():

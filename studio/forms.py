@@ -43,7 +43,7 @@ class CharacterForm(forms.Form):
 class UploadForm(forms.Form):
     image = forms.FileField(error_messages={"required": "Choose an image to upload.", "empty": "The file is empty."})
 
-    def clean_image(self):  # noqa: ANN201
+    def clean_image(self):
         upload = self.cleaned_data["image"]
         # Checked before a single byte is decoded: Django's upload memory settings are not caps.
         if upload.size > settings.UPLOAD_MAX_BYTES:

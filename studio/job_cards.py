@@ -176,7 +176,7 @@ class GalleryPage:
         return any(card.is_active for card in self.cards)
 
 
-def gallery_page(user, *, after: str | None = None, size: int = GALLERY_PAGE_SIZE) -> GalleryPage:  # noqa: ANN001
+def gallery_page(user, *, after: str | None = None, size: int = GALLERY_PAGE_SIZE) -> GalleryPage:
     """One page of the user's jobs, newest first, as cards: three queries for any page (gallery_jobs)."""
     position = _parse_cursor(after)
     page = list(gallery_jobs(user, after=position)[: size + 1])

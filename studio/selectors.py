@@ -21,11 +21,11 @@ from studio.models import AssetKind, Character, WorkspaceAsset
 # --- Characters and assets ------------------------------------------------------------------
 
 
-def characters_for_user(user) -> QuerySet[Character]:  # noqa: ANN001
+def characters_for_user(user) -> QuerySet[Character]:
     return Character.objects.filter(owner=user).select_related("locked_reference")
 
 
-def character_for_user(user, character_id: uuid.UUID | str) -> Character:  # noqa: ANN001
+def character_for_user(user, character_id: uuid.UUID | str) -> Character:
     """The user's character or 404: another user's character does not exist for them."""
     try:
         uuid.UUID(str(character_id))
@@ -34,11 +34,11 @@ def character_for_user(user, character_id: uuid.UUID | str) -> Character:  # noq
     return get_object_or_404(characters_for_user(user), pk=character_id)
 
 
-def asset_for_user(user, asset_id: uuid.UUID | str) -> WorkspaceAsset:  # noqa: ANN001
+def asset_for_user(user, asset_id: uuid.UUID | str) -> WorkspaceAsset:
     return get_object_or_404(WorkspaceAsset, pk=asset_id, owner=user)
 
 
-def reference_assets(user, ids: list[str | None]) -> list[WorkspaceAsset | None]:  # noqa: ANN001
+def reference_assets(user, ids: list[str | None]) -> list[WorkspaceAsset | None]:
     """The reference slots' assets in slot order; a slot whose image is gone (or not the user's) is None."""
     wanted = [i for i in ids if i]
     if not wanted:
@@ -50,7 +50,7 @@ def reference_assets(user, ids: list[str | None]) -> list[WorkspaceAsset | None]
 # --- Gallery --------------------------------------------------------------------------------
 
 
-def gallery_jobs(user, *, after: tuple[datetime, uuid.UUID] | None = None) -> QuerySet[GenerationJob]:  # noqa: ANN001
+def gallery_jobs(user, *, after: tuple[datetime, uuid.UUID] | None = None) -> QuerySet[GenerationJob]:
     """The user's jobs newest first, from just after a (created_at, id) position; three queries for any slice.
 
     Pages are keyed on the last job shown (not an offset), so jobs created meanwhile never push a
@@ -68,6 +68,6 @@ def job_images_for_download(job: GenerationJob) -> list[WorkspaceAsset]:
     return list(job.assets.select_related("job__character"))
 
 
-def is_portrait(user, asset: WorkspaceAsset) -> bool:  # noqa: ANN001
+def is_portrait(user, asset: WorkspaceAsset) -> bool:
     """Whether one of the user's characters has `asset` locked as its portrait."""
     return Character.objects.filter(owner=user, locked_reference=asset).exists()

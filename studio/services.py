@@ -33,7 +33,7 @@ def _character_save(character: Character, **kwargs: Any) -> None:
         raise ValidationError(constraint.get_violation_error_message(), code="unique") from exc
 
 
-def character_create(*, owner, name: str) -> Character:  # noqa: ANN001
+def character_create(*, owner, name: str) -> Character:
     """Raises ValidationError for a bad name, or one the owner already uses (whatever its case)."""
     character = Character(owner=owner, name=name.strip())
     character.full_clean()
@@ -69,7 +69,7 @@ def character_lock_portrait(*, character: Character, asset: WorkspaceAsset) -> C
 # --- Assets ---------------------------------------------------------------------------------
 
 
-def upload_create(*, owner, data: bytes, character: Character | None = None) -> WorkspaceAsset:  # noqa: ANN001
+def upload_create(*, owner, data: bytes, character: Character | None = None) -> WorkspaceAsset:
     """Store an uploaded reference image after validating and re-encoding it.
 
     Raises generation.lib.imaging.InvalidImage (its message is fit for the user) for anything that is

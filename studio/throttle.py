@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 WINDOW_SECONDS = 60
 
 
-def rate_limit(*, user, action: str, error: Callable[..., Exception] = ValidationError) -> None:  # noqa: ANN001
+def rate_limit(*, user, action: str, error: Callable[..., Exception] = ValidationError) -> None:
     """Count one `action` ("job", "upload") by `user`; raise `error(message, code="rate_limited")` when
     this one is over settings.USER_RATE_LIMITS[action] for the current minute.
 

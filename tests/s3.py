@@ -32,11 +32,11 @@ def moto_server(*buckets: str) -> Iterator[str]:
         server.stop()
 
 
-def s3_client(endpoint: str):  # noqa: ANN201
+def s3_client(endpoint: str):
     return boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
 
 
-def use_s3(settings, endpoint: str, bucket: str, *, expire: int = 600) -> None:  # noqa: ANN001
+def use_s3(settings, endpoint: str, bucket: str, *, expire: int = 600) -> None:
     """Point the default storage at the moto bucket, as production settings would at S3."""
     settings.STORAGES = {
         **settings.STORAGES,

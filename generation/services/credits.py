@@ -13,7 +13,7 @@ class OutOfCredits(Exception):
     pass
 
 
-def credit_account(user) -> CreditAccount:  # noqa: ANN001
+def credit_account(user) -> CreditAccount:
     """The user's account, opened with the starting grant on first use."""
     account = CreditAccount.objects.filter(user=user).first()
     if account is not None:

@@ -31,7 +31,7 @@ class JobRequestError(Exception):
 
 def job_create(
     *,
-    user,  # noqa: ANN001
+    user,
     model: ApiModel,
     prompt: str,
     images: int = 1,
@@ -139,7 +139,7 @@ def job_create(
     return job
 
 
-def _owned_assets(user, reference_ids: list[str]) -> list[WorkspaceAsset]:  # noqa: ANN001
+def _owned_assets(user, reference_ids: list[str]) -> list[WorkspaceAsset]:
     if not reference_ids:
         return []
     try:

@@ -184,7 +184,7 @@ def _references(job: GenerationJob) -> list[Reference]:
     return references
 
 
-def _reference_url(file) -> str | None:  # noqa: ANN001 (a FieldFile)
+def _reference_url(file) -> str | None:
     """A presigned URL the provider can fetch, with at least REFERENCE_URL_MIN_SECONDS to live.
 
     Local disk gives none (adapters send the bytes instead).

@@ -36,7 +36,7 @@ class SweepPlan:
     failed_jobs: list[str] = field(default_factory=list)
 
 
-def jobs_sweep(now=None) -> SweepPlan:  # noqa: ANN001
+def jobs_sweep(now=None) -> SweepPlan:
     """Find stuck work and say what to enqueue again; fail what is past its deadline.
 
     Every in-flight state has an owner here, found within a sweep or two: a step whose due time

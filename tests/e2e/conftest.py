@@ -99,7 +99,7 @@ def page(browser, live_server, e2e_worker) -> Iterator[object]:
     # htmx's eval) on the console: every page must run under the policy without one.
     violations: list[str] = []
 
-    def on_console(message) -> None:  # noqa: ANN001
+    def on_console(message) -> None:
         if "Content Security Policy" in message.text:
             violations.append(message.text)
 

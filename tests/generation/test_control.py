@@ -19,7 +19,7 @@ def job(alice):
         return job_create(user=alice, model=offline_model(), prompt="x", images=4)
 
 
-def finish(job, outcomes) -> None:  # noqa: ANN001
+def finish(job, outcomes) -> None:
     for slot in ImageSlot.objects.filter(job=job).order_by("index"):
         outcome = outcomes[slot.index]
         if outcome == "ok":

@@ -186,7 +186,7 @@ class Pipeline:
     def provider(self, model: ApiModel) -> Provider:
         return self.fakes.get(model.key) or Fake(model)
 
-    def submit(self, request_id, capture) -> runs.Next:  # noqa: ANN001
+    def submit(self, request_id, capture) -> runs.Next:
         with (
             mock.patch("generation.services.runs.get_provider", side_effect=self.provider),
             mock.patch("generation.enqueue.send", side_effect=self.record),

@@ -537,7 +537,7 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 1 << 20
     disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _dispatch(self) -> None:

@@ -14,7 +14,7 @@ from kombu.transport import filesystem
 from studio import broker
 
 
-def _channel(tmp_path):  # noqa: ANN001
+def _channel(tmp_path):
     (tmp_path / "queue").mkdir(exist_ok=True)
     (tmp_path / "control").mkdir(exist_ok=True)
     folder = str(tmp_path / "queue")
@@ -27,12 +27,12 @@ def _channel(tmp_path):  # noqa: ANN001
     return Connection(transport=broker.Transport, transport_options=options).channel()
 
 
-def _read_mid_write(monkeypatch, module, writer, reader) -> object:  # noqa: ANN001
+def _read_mid_write(monkeypatch, module, writer, reader) -> object:
     """Put a message through `writer` and, when half of it is on disk, try to read it."""
     seen: list[object] = []
 
     class HalfThenLook:
-        def __init__(self, fh) -> None:  # noqa: ANN001
+        def __init__(self, fh) -> None:
             self.fh = fh
 
         def write(self, data: bytes) -> int:
@@ -48,13 +48,13 @@ def _read_mid_write(monkeypatch, module, writer, reader) -> object:  # noqa: ANN
         def __getattr__(self, name: str) -> object:
             return getattr(self.fh, name)
 
-        def __enter__(self):  # noqa: ANN204
+        def __enter__(self):
             return self
 
         def __exit__(self, *exc: object) -> None:
             self.fh.close()
 
-    def opener(path, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def opener(path, mode="r", *args, **kwargs):
         fh = builtins.open(path, mode, *args, **kwargs)  # noqa: SIM115 - closed by the wrapper or the caller
         return HalfThenLook(fh) if "w" in mode else fh
 

@@ -20,13 +20,13 @@ ADMIN_LOGIN = reverse("admin:login")
 WRONG = "not-the-password"
 
 
-def attempt(client, url: str = LOGIN, username: str = "alice", password: str = WRONG, times: int = 1):  # noqa: ANN201
+def attempt(client, url: str = LOGIN, username: str = "alice", password: str = WRONG, times: int = 1):
     for _ in range(times):
         response = client.post(url, {"username": username, "password": password})
     return response
 
 
-def cool_off_passes(settings) -> None:  # noqa: ANN001
+def cool_off_passes(settings) -> None:
     """Every recorded failure becomes older than the cool-off, as if that long had gone by."""
     AccessAttempt.objects.update(attempt_time=F("attempt_time") - settings.AXES_COOLOFF_TIME - timedelta(seconds=1))
 

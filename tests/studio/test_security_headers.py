@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 TEMPLATES = Path(django_settings.BASE_DIR) / "templates"
 
 
-def directives(response) -> dict[str, list[str]]:  # noqa: ANN001
+def directives(response) -> dict[str, list[str]]:
     policy = response["Content-Security-Policy"]
     parsed = {}
     for part in policy.split(";"):
@@ -28,7 +28,7 @@ def directives(response) -> dict[str, list[str]]:  # noqa: ANN001
     return parsed
 
 
-def assert_strict_csp(response) -> None:  # noqa: ANN001
+def assert_strict_csp(response) -> None:
     csp = directives(response)
     assert csp["default-src"] == ["'self'"]
     for name in ("script-src", "style-src"):
@@ -40,13 +40,13 @@ def assert_strict_csp(response) -> None:  # noqa: ANN001
     assert csp["object-src"] == ["'none'"]
 
 
-def assert_permissions_policy(response) -> None:  # noqa: ANN001
+def assert_permissions_policy(response) -> None:
     policy = response["Permissions-Policy"]
     for feature in ("camera", "microphone", "geolocation", "payment"):
         assert f"{feature}=()" in policy
 
 
-def cache_control(response) -> set[str]:  # noqa: ANN001
+def cache_control(response) -> set[str]:
     return {part.strip() for part in response.get("Cache-Control", "").split(",")}
 
 

@@ -35,17 +35,17 @@ def frozen_minute(monkeypatch, settings):
     settings.USER_RATE_LIMITS = {"job": 2, "upload": 2}
 
 
-def generate(client, model):  # noqa: ANN001, ANN201
+def generate(client, model):
     data = {"prompt": "silver hair", "model": model.pk, "images": 1, "enhance": "on", "enhance_present": "1"}
     return client.post(reverse("studio:generate"), data, **htmx())
 
 
-def upload(client):  # noqa: ANN001, ANN201
+def upload(client):
     image = SimpleUploadedFile("me.png", png_bytes(), content_type="image/png")
     return client.post(reverse("studio:reference-upload"), {"image": image}, **htmx())
 
 
-def stored_files(settings) -> int:  # noqa: ANN001
+def stored_files(settings) -> int:
     return sum(1 for path in Path(settings.MEDIA_ROOT).rglob("*") if path.is_file())
 
 

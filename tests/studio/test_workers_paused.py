@@ -25,7 +25,7 @@ def no_sweep_yet():
     cache.delete(heartbeat.LAST_SWEEP_KEY)
 
 
-def waiting_job(owner, model, *, seconds: float):  # noqa: ANN001
+def waiting_job(owner, model, *, seconds: float):
     job = make_job(owner, model, status=JobStatus.QUEUED, pending=(0, 1, 2, 3))
     GenerationJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(seconds=seconds))
     return job

@@ -207,14 +207,14 @@ class TestHttpApiSecrets:
                 "REPLICATE_API_TOKEN",
                 "https://api.replicate.com/v1/models/a/b/predictions",
                 "detail",
-            ),  # noqa: E501
+            ),
             (
                 Gemini,
                 api_model("gemini-2.5-flash-image", "gemini"),
                 "GEMINI_API_KEY",
                 "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash-image:generateContent",
                 "error",
-            ),  # noqa: E501
+            ),
         ],
     )
     def test_it_scrubs_each_adapters_key(self, rsps, settings, caplog, adapter, model, setting, url, body):
