@@ -4,7 +4,7 @@ An adapter turns a GenerationRequest into provider calls and the provider's answ
 ProviderResult. It never touches the database, storage or Celery: the pipeline owns state,
 retries and storage, so an adapter can be tested with `responses` alone.
 
-Lifecycle, driven by generation.services.requests:
+Lifecycle, driven by generation.services.runs:
     submit(request)           -> ProviderResult: finished (sync providers) or PENDING with
                                  external_id/handles to poll (queue providers)
     poll(request, id, handles)-> ProviderResult: PENDING again, or finished

@@ -4,7 +4,7 @@ The queue (not the synchronous fal.run) is used because fal retries runner failu
 requests itself and unbilled, and because a request id saved before polling lets a crashed
 worker resume instead of paying twice.
 
-Webhooks are signed with Ed25519 against the keys of fal's JWKS (providers.md §1.5), fetched and
+Webhooks are signed with Ed25519 against the keys of fal's JWKS (docs/providers.md §1.5), fetched and
 cached a day, refreshed at most every few minutes when no key verifies (fal rotated its keys).
 """
 

@@ -28,7 +28,7 @@ from generation.providers.base import (
 )
 from generation.providers.http_api import HttpApi, json_or_none, sanitize_message, unique_references
 
-# Image only: the model answers the picture without a chatty text part (providers.md 3.1 allows
+# Image only: the model answers the picture without a chatty text part (docs/providers.md 3.1 allows
 # ["IMAGE"] alone for the image models), and a text-only answer is then plainly a failure.
 RESPONSE_MODALITIES = ["IMAGE"]
 # How often a garbled (but billed) answer is asked for again.

@@ -119,7 +119,7 @@ class Replicate(HttpApi, Provider):
         found = self.result_from_prediction(delivery)
         return ProviderResult(status=ResultStatus.PENDING, external_id=found.external_id, handles=found.handles)
 
-    # --- webhooks: the prediction object, signed with Standard Webhooks (providers.md §2.3) ---
+    # --- webhooks: the prediction object, signed with Standard Webhooks (docs/providers.md §2.3) ---
     @classmethod
     def webhooks_verifiable(cls) -> bool:
         return bool(settings.REPLICATE_WEBHOOK_SECRET)

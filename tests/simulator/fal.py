@@ -1,4 +1,4 @@
-"""fal.ai's queue API for the provider simulator (providers.md 1.2 queue, 1.4 outputs, 1.5 webhooks, 1.6 errors).
+"""fal.ai's queue API for the provider simulator (docs/providers.md 1.2 queue, 1.4 outputs, 1.5 webhooks, 1.6 errors).
 
     POST /fal/{model_id...}[?fal_webhook=]          submit: IN_QUEUE with the status/response/cancel URLs
     GET  /fal/{owner}/{app}/requests/{id}/status    IN_QUEUE / IN_PROGRESS (202), COMPLETED (200)
@@ -6,7 +6,7 @@
     PUT  /fal/{owner}/{app}/requests/{id}/cancel    CANCELLATION_REQUESTED (202) or ALREADY_COMPLETED (400)
     GET  /fal/.well-known/jwks.json                 the public key of the webhook signatures (provider "meta")
 
-The URLs fal hands out drop the model's sub-path (providers.md 1.1), so a client that builds them from the
+The URLs fal hands out drop the model's sub-path (docs/providers.md 1.1), so a client that builds them from the
 full model id finds nothing. Auth is `Authorization: Key <key>`; errors are `{"detail": ...}` (the core's
 default shape). Webhooks are signed with ed25519 as tests/simulator/signing.py describes.
 
@@ -24,7 +24,7 @@ from typing import Any
 from tests.simulator.records import Call, Delivery, Job, Response, now_iso
 from tests.simulator.signing import FalSigner
 
-# fal ids with a namespace have one more leading segment before owner/app (providers.md 1.1).
+# fal ids with a namespace have one more leading segment before owner/app (docs/providers.md 1.1).
 FAL_NAMESPACES = frozenset({"workflows", "comfy"})
 KNOBS = ("fal_max_num_images", "fal_urls_base", "fal_job_error_status", "fal_status_override", "fal_status_retry_after")
 METHODS = {

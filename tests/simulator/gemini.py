@@ -1,4 +1,4 @@
-"""Gemini's generateContent for the provider simulator (providers.md 3.1 generateContent, 3.2 errors and 429).
+"""Gemini's generateContent for the provider simulator (docs/providers.md 3.1 generateContent, 3.2 errors and 429).
 
     POST /gemini/{version}/models/{model}:generateContent
 

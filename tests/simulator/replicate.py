@@ -1,4 +1,4 @@
-"""Replicate's predictions API for the provider simulator (providers.md 2.1 endpoints, 2.2 prediction object,
+"""Replicate's predictions API for the provider simulator (docs/providers.md 2.1 endpoints, 2.2 prediction object,
 2.3 webhooks, 2.4 errors).
 
     POST /replicate/v1/predictions                     create by version: 201 with the prediction

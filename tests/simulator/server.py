@@ -1,4 +1,4 @@
-"""A loopback stand-in for fal.ai, Replicate and Gemini that speaks their HTTP APIs (providers.md 1-3).
+"""A loopback stand-in for fal.ai, Replicate and Gemini that speaks their HTTP APIs (docs/providers.md 1-3).
 
 One stdlib ThreadingHTTPServer on 127.0.0.1:<free port>, run in a daemon thread, serves:
 

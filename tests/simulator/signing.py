@@ -1,4 +1,4 @@
-"""Webhook signatures the way the providers make them (see providers.md 1.5 and 2.3).
+"""Webhook signatures the way the providers make them (see docs/providers.md 1.5 and 2.3).
 
 fal: ED25519 over "request_id\\nuser_id\\ntimestamp\\nsha256hex(body)", hex-encoded, with the public key
 published as a JWKS. Replicate: Standard Webhooks, base64 HMAC-SHA256 of "id.timestamp.body" keyed with

@@ -1,4 +1,4 @@
-"""The simulator itself speaks the providers' protocols as providers.md describes them (no Django needed)."""
+"""The simulator itself speaks the providers' protocols as docs/providers.md describes them (no Django needed)."""
 
 from __future__ import annotations
 

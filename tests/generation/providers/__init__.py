@@ -30,7 +30,7 @@ def sent_json(call: Any) -> Any:
 
 # --- signed webhook deliveries, as fal and Replicate make them --------------------------------
 
-# The Standard Webhooks secret of providers.md §2.3's test vector.
+# The Standard Webhooks secret of docs/providers.md §2.3's test vector.
 REPLICATE_SECRET = "whsec_cmVwbGljYXRlLXRlc3Qtc2VjcmV0LTAxMjM0NTY3ODk="
 JWKS_URL = "https://jwks.fal.test/.well-known/jwks.json"
 

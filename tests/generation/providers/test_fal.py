@@ -497,7 +497,7 @@ class TestFalConfiguration:
         assert Fal.asynchronous
 
 
-# The test vector of providers.md §1.5: fal's key published with base64url padding.
+# The test vector of docs/providers.md §1.5: fal's key published with base64url padding.
 DOC_FAL_X = "A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"
 DOC_FAL = {
     "X-Fal-Webhook-Request-Id": "024ca5b1-45d3-4afd-883e-ad3abe2a1c4d",

@@ -60,7 +60,7 @@ class TestGeminiSubmit:
         assert "Authorization" not in call.request.headers
         assert sent_json(call) == {
             "contents": [{"role": "user", "parts": [{"text": "a red fox in snow"}]}],
-            # Image only (providers.md 3.1); no seed: the capabilities lack it.
+            # Image only (docs/providers.md 3.1); no seed: the capabilities lack it.
             "generationConfig": {"responseModalities": ["IMAGE"]},
         }
         assert result.status == ResultStatus.SUCCEEDED

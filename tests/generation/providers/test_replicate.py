@@ -377,7 +377,7 @@ class TestRecover:
         assert len(responses.calls) == 0
 
 
-# The test vector of providers.md §2.3 (signed with REPLICATE_SECRET).
+# The test vector of docs/providers.md §2.3 (signed with REPLICATE_SECRET).
 DOC_REPLICATE = {
     "webhook-id": "msg_2yQYZ8mXbD9xV3kq",
     "webhook-timestamp": "1767225600",
