@@ -58,7 +58,6 @@ class GenerationJob(models.Model):
     # [{"index": int, "error": str, "details": str}], as in the product's batch response.
     errors = models.JSONField(default=list, blank=True)
     provider = models.CharField(max_length=20, blank=True, help_text="The provider that served the job.")
-    provider_request_ids = models.JSONField(default=list, blank=True)
     fallback_attempted = models.BooleanField(default=False)
     cost = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
     credits_charged = models.PositiveSmallIntegerField(default=0)
@@ -92,10 +91,6 @@ class GenerationJob(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_JOB_STATUSES
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_JOB_STATUSES
 
     @property
     def done_count(self) -> int:

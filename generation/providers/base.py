@@ -132,10 +132,6 @@ class ProviderResult:
     permanent: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def finished(self) -> bool:
-        return self.status != ResultStatus.PENDING
-
 
 class Provider:
     """Base class: one subclass per provider module, named after the vendor."""

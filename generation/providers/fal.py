@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import hmac
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -44,7 +43,6 @@ logger = logging.getLogger(__name__)
 NSFW_ERROR = "blocked by the provider's safety checker"
 # The statuses of a request still on its way; COMPLETED is the only other one fal documents.
 PENDING_STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS"})
-_STATUS_CODE_IN_ERROR = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
 JWKS_CACHE_KEY = "fal-webhook-jwks"
 JWKS_CACHE_SECONDS = 24 * 3600
 # A signature no cached key verifies may mean fal rotated its keys; refetch, but not on every
@@ -120,18 +118,6 @@ def parse_result(body: Any) -> list[GeneratedImage]:
 
 def _failed(message: str, *, permanent: bool) -> ProviderResult:
     return ProviderResult(status=ResultStatus.FAILED, error=message, permanent=permanent)
-
-
-def webhook_result(body: dict[str, Any]) -> ProviderResult:
-    """A fal webhook delivery ({request_id, status OK|ERROR, payload}) as a finished result."""
-    payload = body.get("payload")
-    if body.get("status") == "OK" and isinstance(payload, dict):
-        return _result_from_output(payload)
-    reason = detail_text(payload.get("detail")) if isinstance(payload, dict) else ""
-    reason = sanitize_message(reason or str(body.get("payload_error") or body.get("error") or "unknown error"))
-    match = _STATUS_CODE_IN_ERROR.search(str(body.get("error") or ""))
-    permanent = bool(match) and 400 <= int(match.group(1)) < 500 and match.group(1) not in {"408", "429"}
-    return _failed(f"fal.ai failed the request: {reason}", permanent=permanent)
 
 
 def _result_from_output(body: dict[str, Any]) -> ProviderResult:

@@ -71,7 +71,6 @@ class WorkerSupervisor:
         self.command = command
         self.out = out
         self.process: subprocess.Popen | None = None
-        self.restarts = 0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
@@ -93,7 +92,6 @@ class WorkerSupervisor:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self.restarts += 1
                 self.out.write(f"The Celery worker exited (code {code}); starting it again.")
                 self._spawn()
 
