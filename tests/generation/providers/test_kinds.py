@@ -27,6 +27,7 @@ from generation.services.webhooks import webhook_url_for
 from models_registry.models import ApiModel, FallbackChain, FallbackEntry
 from tests.factories import offline_model, png_bytes
 from tests.generation.providers import replicate_sign
+from tests.models_registry.test_admin import form_data
 
 SECRET = "whsec_" + "ZmFrZS1wcm92aWRlci1zaWduaW5nLWtleQ=="  # base64 of "fake-provider-signing-key"
 
@@ -103,18 +104,7 @@ class TestAddingAProvider:
         form = staff_client.get(add).context["adminform"].form
         assert ("fake", "Fake provider") in list(form.fields["provider"].choices)
 
-        data = {
-            "key": "fake/new-model",
-            "display_name": "New fake model",
-            "provider": "fake",
-            "modality": "image",
-            "tasks": json.dumps(["t2i"]),
-            "is_active": "on",
-            "priority": "0",
-            "input_schema": json.dumps({}),
-            "capabilities": json.dumps({}),
-            "price_per_image": "0.0100",
-        }
+        data = form_data(key="fake/new-model", display_name="New fake model", provider="fake", input_schema="{}")
         assert staff_client.post(add, data).status_code == 302
         model = ApiModel.objects.get(key="fake/new-model")
         assert model.get_provider_display() == "Fake provider"
