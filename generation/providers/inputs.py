@@ -18,6 +18,13 @@ MANAGED_FIELDS = frozenset(
 )
 
 
+def ensure_batch_fits(model: ApiModel, request: GenerationRequest) -> None:
+    """One request never asks for more images than the model makes at once. The pipeline chunks
+    by ApiModel.max_images (ApiModel.request_chunks), so this only stops a caller that did not."""
+    if request.num_images > model.max_images:
+        raise ProviderError(f"{model.key} makes at most {model.max_images} image(s) a request.", permanent=True)
+
+
 def model_inputs(model: ApiModel, request: GenerationRequest, *, count_field: str | None) -> dict[str, Any]:
     """The input object for `model`: the count goes to `count_field` (None: one image a call),
     references to the model's image field, the denoise to its denoise field, and params only
@@ -25,12 +32,9 @@ def model_inputs(model: ApiModel, request: GenerationRequest, *, count_field: st
     properties = schema_properties(model.input_schema)
     capabilities = model.capabilities or {}
     payload: dict[str, Any] = {"prompt": request.prompt}
+    ensure_batch_fits(model, request)
     if count_field:
-        if request.num_images > model.max_images:
-            raise ProviderError(f"{model.key} makes at most {model.max_images} images a request.", permanent=True)
         payload[count_field] = request.num_images
-    elif request.num_images > 1:
-        raise ProviderError(f"{model.key} makes one image a request.", permanent=True)
     if request.seed is not None:
         payload["seed"] = request.seed
     if request.negative_prompt and ("negative_prompt" in properties or capabilities.get("negative_prompt")):

@@ -31,6 +31,7 @@ from generation.providers.base import (
     ProviderResult,
     ResultStatus,
 )
+from generation.providers.inputs import ensure_batch_fits
 
 WIDTH, HEIGHT = 512, 640
 MAX_IMAGES = 4
@@ -179,10 +180,7 @@ class OfflineEngine(Provider):
         return max(0.0, latency), max(0.0, min(1.0, rate)), fail_indexes
 
     def submit(self, request: GenerationRequest) -> ProviderResult:
-        if request.num_images > MAX_IMAGES:
-            from generation.providers.base import ProviderError
-
-            raise ProviderError(f"The offline engine makes at most {MAX_IMAGES} images per request.", permanent=True)
+        ensure_batch_fits(self.model, request)
         latency, _, _ = self._simulation(request)
         handles = {"ready_at": time.time() + latency}
         if latency == 0:

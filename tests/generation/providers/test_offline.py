@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from generation.providers.base import GenerationRequest, Reference, ResultStatus
+from generation.providers.base import GenerationRequest, ProviderError, Reference, ResultStatus
 from generation.providers.offline import OfflineEngine, fails
 from models_registry.models import ApiModel
 from tests.factories import png_bytes
 
-ENGINE = OfflineEngine(ApiModel(key="offline/portrait-engine", provider="offline", tasks=["t2i", "i2i"]))
+# As seed_models registers it: four images a request.
+ENGINE = OfflineEngine(
+    ApiModel(
+        key="offline/portrait-engine",
+        provider="offline",
+        tasks=["t2i", "i2i"],
+        input_schema={"properties": {"num_images": {"type": "integer", "maximum": 4}}},
+    )
+)
+
+
+def test_a_request_for_more_images_than_the_model_makes_at_once_is_refused():
+    with pytest.raises(ProviderError, match="makes at most 4 image"):
+        ENGINE.submit(GenerationRequest(prompt="x", num_images=5, params={"simulate": {"latency": 0}}))
 
 
 def run(prompt: str = "girl with silver hair", *, n: int = 1, seed: int = 1, **kwargs) -> list[Image.Image]:
