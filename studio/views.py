@@ -25,7 +25,7 @@ from django_htmx.middleware import HtmxDetails
 
 from generation import modes
 from generation.lib.imaging import InvalidImage
-from generation.models import GenerationJob
+from generation.models import GenerationJob, JobMode
 from generation.selectors import generations_paused_for, job_for_user
 from generation.services.control import job_cancel, job_retry_failed
 from generation.services.credits import credit_account
@@ -150,7 +150,9 @@ def _prompt_context(request: HtmxHttpRequest, state: StudioState) -> dict[str, A
         "ref_slots": list(enumerate(ref_assets, start=1)),
         "ref2_ignored": bool(chosen and both_refs and not chosen.model.supports("i2i_multi")),
         "chosen_references": _reference_capacity(chosen.model) if chosen else 0,
-        "is_copy": state.has_references and state.mode == MODE_COPY,
+        "is_copy": state.job_mode == JobMode.I2I_COPY,
+        # The enhance switch follows the mode's rule (generation.modes), not a mode name.
+        "enhancement_allowed": modes.rules_for(state.job_mode).allows_enhancement,
     }
 
 
