@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import logging
 import os
+import threading
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("studio", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -19,3 +23,72 @@ def _close_stale_db_connections(**_kwargs: object) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+class _WorkerBeat:
+    """Tells generation.heartbeat every few seconds that this worker lives, with the tasks it runs."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.hostname = ""
+        self.queues: list[str] = []
+
+    def task_started(self) -> None:
+        with self._lock:
+            self.running += 1
+
+    def task_finished(self) -> None:
+        with self._lock:
+            self.running = max(0, self.running - 1)
+
+    def start(self, hostname: str, queues: list[str]) -> None:
+        self.hostname, self.queues = hostname, queues
+        threading.Thread(target=self._run, name="worker-beat", daemon=True).start()
+
+    def _run(self) -> None:
+        from generation import heartbeat
+
+        while not self._stop.is_set():
+            try:
+                heartbeat.record_worker(
+                    hostname=self.hostname, queues=self.queues, running=self.running, pid=os.getpid()
+                )
+            except Exception:  # the cache is down: the next beat tries again
+                logger.warning("could not record this worker's heartbeat", exc_info=True)
+            self._stop.wait(heartbeat.WORKER_BEAT_SECONDS)
+
+    def stop(self) -> None:
+        from generation import heartbeat
+
+        self._stop.set()
+        try:
+            heartbeat.forget_worker(self.hostname)
+        except Exception:  # the cache is down: the entry lapses on its own
+            logger.warning("could not remove this worker's heartbeat", exc_info=True)
+
+
+_beat = _WorkerBeat()
+
+
+@task_prerun.connect
+def _count_task_started(**_kwargs: object) -> None:
+    _beat.task_started()
+
+
+@task_postrun.connect
+def _count_task_finished(**_kwargs: object) -> None:
+    _beat.task_finished()
+
+
+@worker_ready.connect
+def _start_worker_beat(sender: object = None, **_kwargs: object) -> None:
+    consumer = getattr(sender, "task_consumer", None)
+    queues = [queue.name for queue in getattr(consumer, "queues", [])] or [app.conf.task_default_queue]
+    _beat.start(getattr(sender, "hostname", "") or f"worker-{os.getpid()}", queues)
+
+
+@worker_shutting_down.connect
+def _stop_worker_beat(**_kwargs: object) -> None:
+    _beat.stop()
