@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from models_registry.models import ApiModel, FallbackChain, FallbackEntry, NegativePrompt, Task
+from models_registry.models import ApiModel, FallbackChain, FallbackEntry, NegativePrompt, ProviderPause, Task
 
 
 def _provider_health(kind: str) -> str:
@@ -122,3 +122,30 @@ class NegativePromptAdmin(admin.ModelAdmin):
     @admin.display(description="text")
     def short_text(self, obj: NegativePrompt) -> str:
         return obj.text if len(obj.text) <= 80 else obj.text[:77] + "..."
+
+
+@admin.register(ProviderPause)
+class ProviderPauseAdmin(admin.ModelAdmin):
+    # The studio's operations page (/ops/) pauses and resumes too; both clear routing's cached read.
+    list_display = ["kind", "reason", "paused_at", "paused_by"]
+    readonly_fields = ["paused_at", "paused_by"]
+
+    def save_model(self, request: HttpRequest, obj: ProviderPause, form: object, change: bool) -> None:
+        from generation.services.routing import provider_pauses_changed
+
+        if not change:
+            obj.paused_by = request.user
+        super().save_model(request, obj, form, change)
+        provider_pauses_changed()
+
+    def delete_model(self, request: HttpRequest, obj: ProviderPause) -> None:
+        from generation.services.routing import provider_pauses_changed
+
+        super().delete_model(request, obj)
+        provider_pauses_changed()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ProviderPause]) -> None:
+        from generation.services.routing import provider_pauses_changed
+
+        super().delete_queryset(request, queryset)
+        provider_pauses_changed()

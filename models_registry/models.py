@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -234,3 +235,23 @@ class FallbackEntry(models.Model):
                 {"model": f"{model.display_name} cannot do {chain.get_task_display().lower()}."},
                 code="task_unsupported",
             )
+
+
+class ProviderPause(models.Model):
+    """A provider kind staff paused (maintenance, a billing problem): while the row exists, routing
+    sends new work down the fallback chain and the prompt bar shows its models disabled. Requests
+    already submitted finish normally. Deleting the row resumes the provider."""
+
+    # A kind of generation/providers/kinds.py, like ApiModel.provider: one pause per kind.
+    kind = models.CharField(max_length=20, choices=provider_choices, unique=True)
+    reason = models.CharField(max_length=200, blank=True, help_text="Shown to users on the paused models.")
+    paused_at = models.DateTimeField(auto_now_add=True)
+    paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} paused"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from generation.providers import get_provider
+from generation.services.routing import paused_providers
 from models_registry.models import STANDARD_COUNTS, ApiModel
 from studio.wording import money, plural
 
@@ -40,12 +41,16 @@ class ModelGroup:
 
 
 def model_options(models: list[ApiModel], *, has_references: bool) -> list[ModelOption]:
-    """Every active model with whether it can run now: keys set, and the task the bar asks for."""
+    """Every active model with whether it can run now: keys set, not paused by staff, and the task
+    the bar asks for."""
     options = []
+    paused = paused_providers()
     for model in models:
         provider = get_provider(model)
         if not provider.is_configured():
             options.append(ModelOption(model, False, provider.configuration_hint() or "Not set up on this server."))
+        elif model.provider in paused:
+            options.append(ModelOption(model, False, paused_reason(paused[model.provider])))
         elif has_references and not model.supports("i2i"):
             options.append(ModelOption(model, False, "Text only: clear the references to use it."))
         elif not has_references and not model.supports("t2i"):
@@ -53,6 +58,10 @@ def model_options(models: list[ApiModel], *, has_references: bool) -> list[Model
         else:
             options.append(ModelOption(model, True))
     return options
+
+
+def paused_reason(reason: str) -> str:
+    return f"Paused by staff: {reason}" if reason else "Paused by staff."
 
 
 def select_model(options: list[ModelOption], wanted_id: int | None) -> ModelOption | None:

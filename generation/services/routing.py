@@ -3,6 +3,8 @@
 Health is shared by every process through the Django cache: a probe result is kept briefly, and a
 provider the pipeline saw failing (connection errors, 5xx after retries) is marked unhealthy for
 longer, so the next jobs go straight to the next model instead of waiting out the same retries.
+A provider staff paused (models_registry.ProviderPause, from the operations page or admin) is
+skipped the same way until it is resumed.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import logging
 from typing import TYPE_CHECKING
 
 from django.core.cache import cache
+from django.db import transaction
 
 from generation import modes
 from generation.models import GenerationJob
 from generation.providers import adapter_class
 from generation.providers.kinds import PROVIDER_KINDS
-from models_registry.models import ApiModel, FallbackChain
+from models_registry.models import ApiModel, FallbackChain, ProviderPause
 
 if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+
     from generation.providers.base import Provider
 
 logger = logging.getLogger(__name__)
@@ -31,6 +36,13 @@ UNHEALTHY_SECONDS = 120
 HEALTHY = "healthy"
 UNHEALTHY = "unhealthy"
 NOT_CONFIGURED = "not configured"
+PAUSED = "paused"
+
+# The paused kinds are read on every submit and every prompt bar: one cached read for all kinds,
+# cleared at once by a pause or resume here, and at worst this stale in a process that missed it.
+PAUSES_CACHE_KEY = "provider-pauses"
+PAUSES_CACHE_SECONDS = 5
+REASON_MAX_LENGTH = ProviderPause._meta.get_field("reason").max_length
 
 
 def _health_key(kind: str) -> str:
@@ -67,10 +79,55 @@ def provider_mark_unhealthy(kind: str, *, seconds: int = UNHEALTHY_SECONDS) -> N
     logger.warning("provider %s marked unhealthy for %ss", kind, seconds)
 
 
+def paused_providers() -> dict[str, str]:
+    """The kinds staff paused, each with its reason ("" when none was given)."""
+    pauses = cache.get(PAUSES_CACHE_KEY)
+    if pauses is None:
+        pauses = dict(ProviderPause.objects.values_list("kind", "reason"))
+        cache.set(PAUSES_CACHE_KEY, pauses, timeout=PAUSES_CACHE_SECONDS)
+    return pauses
+
+
+def provider_paused(kind: str) -> bool:
+    return kind in paused_providers()
+
+
+def provider_pauses_changed() -> None:
+    """Forget the cached pauses, now and again at commit (a read inside the transaction may have
+    cached the old rows meanwhile)."""
+    cache.delete(PAUSES_CACHE_KEY)
+    transaction.on_commit(lambda: cache.delete(PAUSES_CACHE_KEY))
+
+
+def provider_pause(kind: str, *, reason: str = "", by: AbstractBaseUser | None = None) -> ProviderPause:
+    """Pause a provider kind: new work routes away from it; submitted requests finish normally.
+    Pausing a paused kind updates its reason. Raises ValueError for a kind that does not exist."""
+    if kind not in PROVIDER_KINDS:
+        raise ValueError(f"Unknown provider: {kind!r}.")
+    reason = reason.strip()
+    if len(reason) > REASON_MAX_LENGTH:
+        raise ValueError(f"The reason is too long: at most {REASON_MAX_LENGTH} characters.")
+    pause, _ = ProviderPause.objects.update_or_create(kind=kind, defaults={"reason": reason, "paused_by": by})
+    provider_pauses_changed()
+    logger.warning("provider %s paused by %s: %s", kind, by, reason or "no reason given")
+    return pause
+
+
+def provider_resume(kind: str) -> bool:
+    """Resume a paused provider kind; False when it was not paused."""
+    deleted, _ = ProviderPause.objects.filter(kind=kind).delete()
+    provider_pauses_changed()
+    if deleted:
+        logger.warning("provider %s resumed", kind)
+    return bool(deleted)
+
+
 def provider_status(kind: str) -> str:
-    """The state staff see in admin: healthy, unhealthy or not configured."""
+    """The state staff see in admin and on the operations page: healthy, unhealthy, paused or not configured."""
     if not provider_configured(kind):
         return NOT_CONFIGURED
+    if provider_paused(kind):
+        return PAUSED
     return HEALTHY if provider_healthy(kind) else UNHEALTHY
 
 
@@ -89,7 +146,7 @@ def next_model(*, job: GenerationJob, failed_model: ApiModel) -> ApiModel | None
 
     The walk starts after the failed model's place in the chain and wraps around, so staff order
     decides and a model picked by the user outside the chain still reaches all of it. Models
-    already tried for this job, inactive or unconfigured ones, unhealthy providers and models that
+    already tried for this job, inactive or unconfigured ones, unhealthy or paused providers and models that
     cannot do the task (or take fewer references than the job has) are skipped.
     """
     task = job_task(job)
@@ -107,7 +164,9 @@ def next_model(*, job: GenerationJob, failed_model: ApiModel) -> ApiModel | None
         limit = (model.capabilities or {}).get("max_reference_images")
         if limit and references > limit:
             continue
-        if not provider_configured(model.provider) or not provider_healthy(model.provider):
+        if not provider_configured(model.provider) or provider_paused(model.provider):
+            continue
+        if not provider_healthy(model.provider):
             continue
         return model
     return None

@@ -476,18 +476,29 @@ def _store_all(job: GenerationJob, work: list, *, model: ApiModel) -> None:
 
 
 def _route_away(request: ProviderRequest) -> bool:
-    """Before a submit: move the request to the next model when its provider is unconfigured or
-    unhealthy. True when the request was dealt with here (moved, or failed for want of a key)."""
+    """Before a submit: move the request to the next model when its provider is unconfigured,
+    paused by staff or unhealthy. True when the request was dealt with here (moved, or failed for
+    want of a key or because staff paused its provider)."""
     provider = get_provider(request.model)
     configured = provider.is_configured()
-    if configured and routing.provider_healthy(request.provider):
+    paused = routing.paused_providers().get(request.provider)
+    if configured and paused is None and routing.provider_healthy(request.provider):
         return False
     name = request.model.display_name
-    error = f"{name} is not set up on this server." if not configured else f"{name} is not answering right now."
+    if not configured:
+        error = f"{name} is not set up on this server."
+    elif paused is not None:
+        error = f"{name} is paused by staff{': ' + paused if paused else ''}."
+    else:
+        error = f"{name} is not answering right now."
     if _request_fallback(request, error):
         return True
     if not configured:
         _request_fail(request, f"{error} {provider.configuration_hint()}".strip())
+        return True
+    if paused is not None:
+        # Staff paused it (a billing problem, say): unlike a health mark, never call it anyway.
+        _request_fail(request, error)
         return True
     # Unhealthy with nowhere else to go: the mark is only a hint, so try the provider anyway.
     return False

@@ -16,7 +16,7 @@ from generation.providers.kinds import PROVIDER_KINDS
 from generation.services import routing, runs
 from generation.services.control import job_retry_failed
 from generation.services.jobs import job_create
-from models_registry.models import ApiModel, FallbackChain, FallbackEntry
+from models_registry.models import ApiModel, FallbackChain, FallbackEntry, ProviderPause
 from studio.models import WorkspaceAsset
 from tests.factories import offline_model, png_bytes
 
@@ -35,6 +35,7 @@ def fresh_cache(settings):
     keys += [f"limit:{kind}:{n}" for kind in PROVIDER_KINDS for n in range(32)]
     # Per-second rate windows too: two tests' submits can fall in the same second.
     keys += [f"rate:{kind}:{int(time.time()) + d}" for kind in PROVIDER_KINDS for d in (-1, 0, 1)]
+    keys.append(routing.PAUSES_CACHE_KEY)
     cache.delete_many(keys)
     yield
     cache.delete_many(keys)
@@ -480,3 +481,118 @@ class TestPipelineFallback:
 
         job.refresh_from_db()
         assert (job.status, job.provider) == (JobStatus.SUCCEEDED, "gemini")
+
+
+class PollsToTheEnd(Provider):
+    """An asynchronous provider whose submitted request is still running, then done."""
+
+    asynchronous = True
+
+    def __init__(self, model: ApiModel) -> None:
+        super().__init__(model)
+        self.submits = 0
+        self.polls = 0
+
+    def submit(self, request):
+        self.submits += 1
+        raise AssertionError("a paused provider must not be sent new work")
+
+    def poll(self, request, external_id, handles):
+        self.polls += 1
+        if self.polls == 1:
+            return ProviderResult(status=ResultStatus.PENDING, external_id=external_id)
+        images = [GeneratedImage(data=png_bytes(), seed=i) for i in range(request.num_images)]
+        return ProviderResult(status=ResultStatus.SUCCEEDED, images=images, external_id=external_id)
+
+
+class TestProviderPause:
+    def test_a_pause_is_stored_read_through_the_cache_and_resumed(self, staff, django_assert_num_queries):
+        assert routing.provider_paused("fal") is False
+        pause = routing.provider_pause("fal", reason="  billing problem ", by=staff)
+        assert (pause.reason, pause.paused_by) == ("billing problem", staff)
+        assert routing.provider_paused("fal") is True
+        assert routing.paused_providers() == {"fal": "billing problem"}
+        assert routing.provider_status("fal") == routing.PAUSED
+        with django_assert_num_queries(0):
+            assert routing.provider_paused("fal") is True  # read on every submit: from the cache
+
+        assert routing.provider_resume("fal") is True
+        assert routing.provider_paused("fal") is False
+        assert routing.provider_status("fal") == routing.HEALTHY
+        assert routing.provider_resume("fal") is False  # not paused any more
+
+    def test_pausing_twice_updates_the_reason(self):
+        routing.provider_pause("gemini", reason="maintenance")
+        routing.provider_pause("gemini", reason="maintenance until 14:00")
+        assert ProviderPause.objects.get(kind="gemini").reason == "maintenance until 14:00"
+
+    def test_it_refuses_an_unknown_kind_and_a_too_long_reason(self):
+        with pytest.raises(ValueError, match="Unknown provider: 'nope'"):
+            routing.provider_pause("nope")
+        with pytest.raises(ValueError, match="at most 200 characters"):
+            routing.provider_pause("fal", reason="x" * 201)
+        assert not ProviderPause.objects.exists()
+
+    def test_next_model_skips_a_paused_provider_for_the_next_model_of_the_chain(self, alice, models):
+        chain("t2i", models["offline"], models["fal"], models["gemini"])
+        job = make_job(alice, models["offline"])
+        routing.provider_pause("fal", reason="maintenance")
+        assert routing.next_model(job=job, failed_model=models["offline"]) == models["gemini"]
+        routing.provider_resume("fal")
+        assert routing.next_model(job=job, failed_model=models["offline"]) == models["fal"]
+
+    # Several images of one answer are stored by threads, which only see committed rows.
+    @pytest.mark.django_db(transaction=True)
+    def test_new_work_of_a_paused_provider_routes_to_the_next_model_without_calling_it(
+        self, alice, models, django_capture_on_commit_callbacks
+    ):
+        chain("t2i", models["offline"], models["gemini"], models["fal"])
+        job = make_job(alice, models["offline"], images=2)
+        request = first_request(job)
+        routing.provider_pause("offline", reason="maintenance")
+        untouched = Fake(models["offline"])
+        pipeline = Pipeline({"offline/portrait-engine": untouched})
+
+        assert pipeline.submit(request.pk, django_capture_on_commit_callbacks) == runs.DONE
+
+        assert untouched.calls == 0
+        request.refresh_from_db()
+        assert request.status == RequestStatus.FAILED
+        assert request.error == "Offline is paused by staff: maintenance."
+        moved = ProviderRequest.objects.filter(job=job, model=models["gemini"])
+        assert moved.count() == 2  # gemini makes one image a request
+        pipeline.run_enqueued(django_capture_on_commit_callbacks)
+        job.refresh_from_db()
+        assert (job.status, job.provider, job.fallback_attempted) == (JobStatus.SUCCEEDED, "gemini", True)
+
+    def test_a_paused_provider_with_nothing_to_fall_back_to_fails_with_the_reason(
+        self, alice, models, django_capture_on_commit_callbacks
+    ):
+        job = make_job(alice, models["offline"], images=1)
+        request = first_request(job)
+        routing.provider_pause("offline", reason="billing problem")
+        untouched = Fake(models["offline"])
+
+        Pipeline({"offline/portrait-engine": untouched}).submit(request.pk, django_capture_on_commit_callbacks)
+
+        assert untouched.calls == 0  # unlike an unhealthy one, it is never tried anyway
+        job.refresh_from_db()
+        assert job.status == JobStatus.FAILED
+        assert job.errors[0]["error"] == "Offline is paused by staff: billing problem."
+
+    def test_a_request_submitted_before_the_pause_still_polls_to_the_end(self, alice, models):
+        job = make_job(alice, models["offline"], images=1)
+        request = first_request(job)
+        ProviderRequest.objects.filter(pk=request.pk).update(status=RequestStatus.SUBMITTED, external_id="ext-1")
+        routing.provider_pause("offline", reason="maintenance")
+        provider = PollsToTheEnd(models["offline"])
+
+        with mock.patch("generation.services.runs.get_provider", return_value=provider):
+            assert runs.request_poll(request.pk).action == "poll"
+            assert runs.request_poll(request.pk, now_anyway=True) == runs.DONE
+
+        assert (provider.submits, provider.polls) == (0, 2)
+        request.refresh_from_db()
+        job.refresh_from_db()
+        assert request.status == RequestStatus.SUCCEEDED
+        assert (job.status, job.provider, job.succeeded_count) == (JobStatus.SUCCEEDED, "offline", 1)
