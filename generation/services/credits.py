@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from generation import events
 from generation.models import CreditAccount, CreditLedger, GenerationJob, LedgerKind
 
 
@@ -39,6 +40,7 @@ def credits_charge(*, account: CreditAccount, job: GenerationJob) -> None:
     if not debited:
         raise OutOfCredits("You are out of credits: each generation takes one credit.")
     CreditLedger.objects.create(account=account, job=job, kind=LedgerKind.CHARGE, amount=-1)
+    # Reported by jobs.job_create once this transaction commits (generation.events).
 
 
 def credits_refund(*, job: GenerationJob, note: str) -> bool:
@@ -52,4 +54,5 @@ def credits_refund(*, job: GenerationJob, note: str) -> bool:
             CreditAccount.objects.filter(pk=charge.account_id).update(balance=F("balance") + 1)
     except IntegrityError:
         return False
+    events.credits("refunded", 1, job_id=job.pk)
     return True

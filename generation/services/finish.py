@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from generation import events
 from generation.models import (
     ACTIVE_JOB_STATUSES,
     FINAL_SLOT_STATUSES,
@@ -35,6 +36,8 @@ def slot_succeed(slot_id: int, job_id: uuid.UUID) -> bool:
             GenerationJob.objects.filter(pk=job_id).update(
                 succeeded_count=F("succeeded_count") + 1, updated_at=timezone.now()
             )
+    if won:
+        events.slot_outcome(job_id=job_id, slot_id=slot_id, provider=_slot_provider(slot_id), outcome="succeeded")
     return bool(won)
 
 
@@ -50,7 +53,16 @@ def slot_fail(slot_id: int, job_id: uuid.UUID, error: str, details: str = "", *,
             GenerationJob.objects.filter(pk=job_id).update(
                 failed_count=F("failed_count") + 1, updated_at=timezone.now()
             )
+    if won:
+        provider = _slot_provider(slot_id)
+        events.slot_outcome(job_id=job_id, slot_id=slot_id, provider=provider, outcome="failed", error=error)
     return bool(won)
+
+
+def _slot_provider(slot_id: int) -> str:
+    """The provider the slot's latest request went to, else the job's (a slot failed before any request)."""
+    request_provider, job_provider = ImageSlot.objects.values_list("request__provider", "job__provider").get(pk=slot_id)
+    return request_provider or job_provider
 
 
 def job_errors(job_id: uuid.UUID) -> list[dict]:
@@ -61,12 +73,17 @@ def job_errors(job_id: uuid.UUID) -> list[dict]:
     ]
 
 
-def _served_cost(job: GenerationJob) -> Decimal:
-    """What the stored images cost, each at the price of the model that made it (a fallback
-    model may have served some of them)."""
+def _served_costs(job: GenerationJob) -> dict[str, Decimal]:
+    """What the stored images cost by provider, each at the price of the model that made it (a
+    fallback model may have served some of them)."""
     served = Counter(WorkspaceAsset.objects.filter(job=job).values_list("metadata__model", flat=True))
-    prices = dict(ApiModel.objects.filter(key__in=[k for k in served if k]).values_list("key", "price_per_image"))
-    return sum((prices.get(key, job.model.price_per_image) * count for key, count in served.items()), Decimal("0"))
+    models = ApiModel.objects.filter(key__in=[k for k in served if k]).values_list("key", "price_per_image", "provider")
+    priced = {key: (price, provider) for key, price, provider in models}
+    costs: dict[str, Decimal] = {}
+    for key, count in served.items():
+        price, provider = priced.get(key, (job.model.price_per_image, job.model.provider))
+        costs[provider] = costs.get(provider, Decimal("0")) + price * count
+    return costs
 
 
 def job_finish_if_done(job_id: uuid.UUID) -> str | None:
@@ -91,16 +108,19 @@ def job_finish_if_done(job_id: uuid.UUID) -> str | None:
     else:
         final = JobStatus.FAILED
     job = GenerationJob.objects.select_related("model").get(pk=job_id)
+    costs = _served_costs(job)
     with transaction.atomic():
         closed = GenerationJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(
             status=final,
             succeeded_count=counts["succeeded"],
             failed_count=counts["failed"],
             errors=job_errors(job_id),
-            cost=_served_cost(job),
+            cost=sum(costs.values(), Decimal("0")),
             finished_at=timezone.now(),
             updated_at=timezone.now(),
         )
         if closed and final == JobStatus.FAILED:
             credits_refund(job=job, note="every image failed")
+    if closed:
+        events.job_finished(job, status=final, spend_by_provider=costs)
     return final if closed else None

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from generation import enqueue, modes
+from generation import enqueue, events, modes
 from generation.models import GenerationJob, ImageSlot, JobKind, JobMode
 from generation.prompts import build_prompt, negative_prompt_for
 from generation.providers import get_provider
@@ -136,6 +136,9 @@ def job_create(
             if existing is not None:
                 return existing
         raise
+    # After the commit: a job rolled back was neither created nor charged.
+    events.job_created(job)
+    events.credits("charged", job.credits_charged, job_id=job.pk)
     return job
 
 

@@ -21,7 +21,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.db.models import F
 from django.utils import timezone
 
-from generation import enqueue, limits
+from generation import enqueue, events, limits
 from generation.lib import presign
 from generation.models import (
     ACTIVE_JOB_STATUSES,
@@ -259,13 +259,30 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
         request.refresh_from_db()
         provider = get_provider(request.model)
         try:
-            result = provider.submit(build_request(request, job))
+            result = _provider_call(request, "submit", lambda: provider.submit(build_request(request, job)))
         except ProviderError as exc:
             return _request_error(request, exc)
         if result.external_id:
             # Before the lease goes: from here on a crash costs a poll, not a lost generation.
             _save_provider_id(request, result)
     return _request_progress(request, result)
+
+
+def _provider_call(request: ProviderRequest, op: str, call: Callable[[], ProviderResult | None]):
+    """Run one provider API call and report it (generation.events): its duration and outcome."""
+    started = time.monotonic()
+    try:
+        result = call()
+    except ProviderError as exc:
+        kind = events.error_class(exc)
+        seconds = time.monotonic() - started
+        events.provider_call(
+            request.provider, op, seconds, kind, kind, job_id=request.job_id, request_id=request.pk, error=str(exc)
+        )
+        raise
+    seconds = time.monotonic() - started
+    events.provider_call(request.provider, op, seconds, events.OK, job_id=request.job_id, request_id=request.pk)
+    return result
 
 
 def _save_provider_id(request: ProviderRequest, result: ProviderResult) -> None:
@@ -294,7 +311,9 @@ def request_poll(request_id: uuid.UUID | str, *, now_anyway: bool = False) -> Ne
     ProviderRequest.objects.filter(pk=request.pk).update(polls=F("polls") + 1, updated_at=timezone.now())
     provider = get_provider(request.model)
     try:
-        result = provider.poll(build_request(request, job), request.external_id, request.handles)
+        result = _provider_call(
+            request, "poll", lambda: provider.poll(build_request(request, job), request.external_id, request.handles)
+        )
     except ProviderError as exc:
         if exc.permanent:
             return _request_error(request, exc)
@@ -334,7 +353,7 @@ def request_recover(request_id: uuid.UUID | str) -> Next:
         )
         return _schedule(request.pk, Next("submit")) if reopened else DONE
     try:
-        found = provider.recover(build_request(request, request.job))
+        found = _provider_call(request, "recover", lambda: provider.recover(build_request(request, request.job)))
     except ProviderError as exc:
         logger.info("provider %s: could not look for lost request %s: %s", request.provider, request.pk, exc)
         found = None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from django.db import DatabaseError, IntegrityError, transaction
 
+from generation import events
 from generation.lib.http import DownloadError, UnsafeURLError, fetch
 from generation.lib.imaging import InvalidImage, process_image
 from generation.models import FINAL_SLOT_STATUSES, GenerationJob, ImageSlot
@@ -32,6 +34,7 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
         return False
     if WorkspaceAsset.objects.filter(job=job, batch_index=slot.index).exists():
         return slot_succeed(slot.pk, job.pk)
+    started = time.monotonic()
     try:
         # Only the serving provider's own trusted host may be private (its ComfyUI server, the simulator).
         trusted = get_provider(model or job.model).fetch_trusted_hosts()
@@ -69,6 +72,13 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
         # can still say so; otherwise the re-drive writes the same names again and records them.
         _drop_unrecorded_files(asset)
         raise
+    events.image_stored(
+        job_id=job.pk,
+        slot_index=slot.index,
+        provider=served_by.provider,
+        seconds=time.monotonic() - started,
+        size=len(data),
+    )
     return slot_succeed(slot.pk, job.pk)
 
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from generation import heartbeat, limits
+from generation import events, heartbeat, limits
 from generation.models import (
     FINAL_SLOT_STATUSES,
     GenerationJob,
@@ -93,6 +93,8 @@ def jobs_sweep(now=None) -> SweepPlan:
             plan.recover.append(str(request.pk))
     if plan.dispatch or plan.submit or plan.poll or plan.recover or plan.failed_jobs:
         logger.info("sweeper: %s", plan)
+    for kind in ("dispatch", "submit", "poll", "recover", "failed_jobs"):
+        events.sweeper_recovered(kind, len(getattr(plan, kind)))
     return plan
 
 
