@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import views
+from studio import views, views_ops
 
 studio_job_patterns = [
     path("jobs/<uuid:job_id>/card", views.job_card_view, name="job-card"),
@@ -34,6 +34,14 @@ studio_character_patterns = [
     path("characters/<uuid:character_id>/delete", views.character_delete_view, name="character-delete"),
 ]
 
+# Staff only (studio/views_ops.py): everyone else gets 404.
+studio_ops_patterns = [
+    path("ops/", views_ops.ops_page, name="ops"),
+    path("ops/pause", views_ops.ops_pause, name="ops-pause"),
+    path("ops/resume", views_ops.ops_resume, name="ops-resume"),
+    path("ops/jobs/<uuid:job_id>/redrive", views_ops.ops_redrive, name="ops-redrive"),
+]
+
 studio_patterns = [
     path("", views.home, name="home"),
     path("gallery", views.gallery, name="gallery"),
@@ -43,6 +51,7 @@ studio_patterns = [
     *studio_asset_patterns,
     *studio_reference_patterns,
     *studio_character_patterns,
+    *studio_ops_patterns,
 ]
 
 urlpatterns = [
