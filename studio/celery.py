@@ -89,6 +89,18 @@ def _start_worker_beat(sender: object = None, **_kwargs: object) -> None:
     _beat.start(getattr(sender, "hostname", "") or f"worker-{os.getpid()}", queues)
 
 
+@worker_ready.connect
+def _serve_worker_metrics(**_kwargs: object) -> None:
+    # Each worker serves its own process's pipeline metrics (generation.metrics); Prometheus
+    # scrapes every worker's port beside the web's /metrics (README, "Metrics and logs").
+    from django.conf import settings
+    from prometheus_client import start_http_server
+
+    if settings.WORKER_METRICS_PORT:
+        start_http_server(settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_ADDR)
+        logger.info("serving metrics on %s:%s", settings.WORKER_METRICS_ADDR, settings.WORKER_METRICS_PORT)
+
+
 @worker_shutting_down.connect
 def _stop_worker_beat(**_kwargs: object) -> None:
     _beat.stop()

@@ -281,6 +281,13 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-jobs": {"task": "generation.tasks.jobs_sweep_task", "schedule": float(SWEEP_INTERVAL_SECONDS)},
 }
 
+# --- Metrics (studio/metrics.py, generation/events.py) ------------------------------------------
+# The bearer token a Prometheus scraper sends to GET /metrics; unset, /metrics answers 404.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+# A worker serves its own metrics on this port (no token: keep it on the private network); 0: none.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104
+
 # --- Credits --------------------------------------------------------------------------------
 STARTING_CREDITS = env_int("STARTING_CREDITS", 100)
 

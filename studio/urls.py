@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from studio import views, views_ops
+from studio.metrics import metrics_view
 
 studio_job_patterns = [
     path("jobs/<uuid:job_id>/card", views.job_card_view, name="job-card"),
@@ -56,6 +57,7 @@ studio_patterns = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("generation.urls")),

@@ -26,6 +26,7 @@ from generation.models import (
     RequestStatus,
     SlotStatus,
 )
+from generation.providers.kinds import PROVIDER_KINDS
 from generation.services.finish import job_finish_if_done
 from generation.services.sweeper import SweepPlan
 
@@ -60,6 +61,11 @@ class FailureGroup:
     error: str
     count: int
     newest: datetime
+
+    @property
+    def label(self) -> str:
+        kind = PROVIDER_KINDS.get(self.provider)
+        return kind.label if kind else self.provider
 
 
 def recent_failures(now: datetime | None = None) -> list[FailureGroup]:
