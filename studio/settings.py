@@ -221,6 +221,15 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "studio")
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Stopping a worker. SIGTERM (a deploy, a scale-down) is Celery's warm shutdown: the worker stops
+# taking messages, hands back at once those it holds for later (countdowns) and finishes the tasks
+# it runs; what a SIGKILL cuts stays unacknowledged (acks_late) and the sweeper sends it again.
+# The soft shutdown (celery 5.5+) bounds the cold one instead (SIGQUIT, a second Ctrl-C): running
+# tasks get this many seconds before it cancels them, which the threads pool cannot do (celery
+# raises NotImplementedError), so never remap SIGTERM to it (REMAP_SIGTERM). Not on idle: the
+# Redis transport hands back the held messages without waiting.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 30.0)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = env_bool("CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE", False)
 
 # --- Providers (keys only from the environment) ---------------------------------------------
 FAL_KEY = env_secret("FAL_KEY")
@@ -327,6 +336,8 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # Load balancers, orchestrators and Prometheus reach these over plain http, behind the TLS proxy.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)

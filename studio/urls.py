@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import views, views_ops
+from studio import health, views, views_ops
 from studio.metrics import metrics_view
 
 studio_job_patterns = [
@@ -56,6 +56,9 @@ studio_patterns = [
 ]
 
 urlpatterns = [
+    # Probes: no login, no database for /healthz (studio/health.py).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
