@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
-from django.utils.timesince import timesince
 
 from generation.models import GenerationJob, JobStatus, SlotStatus
 from generation.selectors import waiting_on_a_worker
 from studio.models import WorkspaceAsset
 from studio.selectors import gallery_jobs
-from studio.wording import plural
+from studio.wording import ago, plural
 
 GALLERY_PAGE_SIZE = 50
 
@@ -79,13 +78,6 @@ class JobCard:
         return [c.asset for c in self.cells if c.asset is not None]
 
 
-def _age(created_at: datetime, now: datetime) -> str:
-    if now - created_at < timedelta(minutes=1):
-        return "just now"
-    # timesince gives "3 hours, 2 minutes"; the first unit is enough on a card.
-    return timesince(created_at, now).split(",")[0] + " ago"
-
-
 def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
     """A job as the gallery shows it; reads only prefetched slots and assets (no queries)."""
     slots = {s.index: s for s in job.slots.all()}
@@ -141,7 +133,7 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
         outcome=outcome,
         message=message,
         errors=errors,
-        age=_age(job.created_at, now or timezone.now()),
+        age=ago(job.created_at, now or timezone.now()),
         paused=paused,
     )
 

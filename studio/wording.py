@@ -1,8 +1,12 @@
-"""How numbers read on the studio's pages: "3 images", "$0.04"."""
+"""How numbers and times read on the studio's pages: "3 images", "$0.04", "2 minutes ago"."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
+
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 
 def plural(n: int, word: str) -> str:
@@ -15,3 +19,11 @@ def money(amount: Decimal) -> str:
     whole, _, fraction = text.partition(".")
     fraction = fraction.rstrip("0").ljust(2, "0")
     return f"${whole}.{fraction}"
+
+
+def ago(when: datetime, now: datetime | None = None) -> str:
+    """ "just now" under a minute, else the largest unit: "3 hours ago" (not "3 hours, 2 minutes")."""
+    now = now or timezone.now()
+    if now - when < timedelta(minutes=1):
+        return "just now"
+    return timesince(when, now).split(",")[0] + " ago"
