@@ -33,6 +33,7 @@ Exit status 1 when any target fails.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import re
@@ -765,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
         import django
 
         django.setup()
+        # The jobs this process creates report their events; the suite's table is what it prints.
+        logging.getLogger("generation.events").setLevel(logging.WARNING)
         suite.setup_data()
         settings_line = " ".join(
             f"{k}={os.environ[k]}" for k in SUITE_ENV if k.startswith(("CELERY", "SWEEP", "OFFLINE"))
