@@ -16,7 +16,7 @@ from django.db.models import Count, F, Max, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from generation import enqueue, limits
+from generation import enqueue
 from generation.models import (
     ACTIVE_JOB_STATUSES,
     GenerationJob,
@@ -28,7 +28,7 @@ from generation.models import (
 )
 from generation.providers.kinds import PROVIDER_KINDS
 from generation.services.finish import job_finish_if_done
-from generation.services.sweeper import SweepPlan
+from generation.services.sweeper import SweepPlan, plan_request_step
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +109,7 @@ def job_redrive(job_id: object, *, now: datetime | None = None) -> SweepPlan:
         plan.dispatch.append(str(job.pk))
     requests = ProviderRequest.objects.filter(job=job, status__in=[RequestStatus.PENDING, RequestStatus.SUBMITTED])
     for request in requests:
-        if request.status == RequestStatus.PENDING:
-            plan.submit.append(str(request.pk))
-        elif request.external_id:
-            plan.poll.append(str(request.pk))
-        elif not limits.submit_in_flight(request.provider, str(request.pk)):
-            plan.recover.append(str(request.pk))
+        plan_request_step(plan, request)
     # As the sweeper does: the steps are due now, and the job leaves the stuck list until it sticks again.
     ProviderRequest.objects.filter(pk__in=[*plan.submit, *plan.poll, *plan.recover]).update(due_at=now)
     GenerationJob.objects.filter(pk=job.pk).update(updated_at=now)

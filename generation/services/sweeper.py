@@ -81,21 +81,31 @@ def jobs_sweep(now=None) -> SweepPlan:
     for request in running.filter(due, status__in=[RequestStatus.PENDING, RequestStatus.SUBMITTED]).exclude(
         status=RequestStatus.SUBMITTED, external_id=""
     ):
-        (plan.submit if request.status == RequestStatus.PENDING else plan.poll).append(str(request.pk))
+        plan_request_step(plan, request)
         redriven.append(request.pk)
     # Marked as just due, so the next sweep leaves them to the message sent now unless that is lost too.
     ProviderRequest.objects.filter(pk__in=redriven).update(due_at=now)
 
     sent = Q(sent_at__lt=overdue) | Q(sent_at__isnull=True, updated_at__lt=stale)
     for request in running.filter(sent, status=RequestStatus.SUBMITTED, external_id=""):
-        # A live worker renews the lease that names the request while its submit call runs.
-        if not limits.submit_in_flight(request.provider, str(request.pk)):
-            plan.recover.append(str(request.pk))
+        plan_request_step(plan, request)
     if plan.dispatch or plan.submit or plan.poll or plan.recover or plan.failed_jobs:
         logger.info("sweeper: %s", plan)
     for kind in ("dispatch", "submit", "poll", "recover", "failed_jobs"):
         events.sweeper_recovered(kind, len(getattr(plan, kind)))
     return plan
+
+
+def plan_request_step(plan: SweepPlan, request: ProviderRequest) -> None:
+    """Add an open request's next step to `plan`: submit a pending one, poll one that has the
+    provider's id, recover one whose submit answer was lost. A submit still in flight is left to
+    its worker, which renews the lease that names the request while the call runs."""
+    if request.status == RequestStatus.PENDING:
+        plan.submit.append(str(request.pk))
+    elif request.external_id:
+        plan.poll.append(str(request.pk))
+    elif not limits.submit_in_flight(request.provider, str(request.pk)):
+        plan.recover.append(str(request.pk))
 
 
 def _fail_open_slots(job: GenerationJob, error: str) -> None:
