@@ -33,35 +33,47 @@ from generation.services import routing
 logger = logging.getLogger(__name__)
 
 
-class QueueDepthCollector(Collector):
-    """Messages waiting on each Celery queue, read from the broker at scrape time: a Redis list's
-    LLEN, or the count of the filesystem broker's message files (generation.queues)."""
+class ScrapeTimeGauge(Collector):
+    """A gauge of shared state, read when scraped. A failed read (the broker or the database is
+    down) leaves the gauge out of that scrape: the scrape itself still answers."""
+
+    name = ""
+    documentation = ""
+    label = ""
+
+    def read(self) -> dict[str, float]:
+        raise NotImplementedError
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            depths = queues.queue_depths()
-        except Exception:  # the broker is down: the scrape still answers, without this gauge
-            logger.warning("could not read the queue depths from the broker", exc_info=True)
+            values = self.read()
+        except Exception:
+            logger.warning("could not read %s for this scrape", self.name, exc_info=True)
             return
-        family = GaugeMetricFamily("studio_queue_depth", "Messages waiting on a Celery queue.", labels=["queue"])
-        for queue, depth in depths.items():
-            family.add_metric([queue], depth)
+        family = GaugeMetricFamily(self.name, self.documentation, labels=[self.label])
+        for key, value in values.items():
+            family.add_metric([key], value)
         yield family
 
 
-class ProviderPausedCollector(Collector):
+class QueueDepthCollector(ScrapeTimeGauge):
+    """Messages waiting on each Celery queue: a Redis list's LLEN, or the count of the filesystem
+    broker's message files (generation.queues)."""
+
+    name, documentation, label = "studio_queue_depth", "Messages waiting on a Celery queue.", "queue"
+
+    def read(self) -> dict[str, float]:
+        return queues.queue_depths()
+
+
+class ProviderPausedCollector(ScrapeTimeGauge):
     """1 for each provider kind staff paused, 0 for the others."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            paused = routing.paused_providers()
-        except Exception:  # the database is down: the scrape still answers, without this gauge
-            logger.warning("could not read the paused providers", exc_info=True)
-            return
-        family = GaugeMetricFamily("studio_provider_paused", "Whether staff paused the provider.", labels=["provider"])
-        for kind in PROVIDER_KINDS:
-            family.add_metric([kind], 1 if kind in paused else 0)
-        yield family
+    name, documentation, label = "studio_provider_paused", "Whether staff paused the provider.", "provider"
+
+    def read(self) -> dict[str, float]:
+        paused = routing.paused_providers()
+        return {kind: int(kind in paused) for kind in PROVIDER_KINDS}
 
 
 _shared_state = CollectorRegistry(auto_describe=False)
