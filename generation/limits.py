@@ -68,16 +68,22 @@ def cooldown(provider: str, seconds: float) -> None:
         cache.set(f"cooldown:{provider}", until, timeout=int(seconds) + 1)
 
 
+def count_in_window(name: str, window_seconds: int, now: float | None = None) -> int:
+    """Count one more event in the current fixed window of `window_seconds`, shared by every
+    process: `cache.add` creates the window's counter and `cache.incr` bumps it, both atomic on
+    Redis. 0 when the key expired between the two (a new window has just begun)."""
+    now = time.time() if now is None else now
+    key = f"{name}:{int(now // window_seconds)}"
+    cache.add(key, 0, timeout=window_seconds + 5)
+    try:
+        return cache.incr(key)
+    except ValueError:
+        return 0
+
+
 def _rate_ok(provider: str) -> bool:
     per_second = rate_per_second(provider)
-    if not per_second:
-        return True
-    key = f"rate:{provider}:{int(time.time())}"
-    cache.add(key, 0, timeout=2)
-    try:
-        return cache.incr(key) <= per_second
-    except ValueError:  # the window's key expired between add and incr
-        return True
+    return not per_second or count_in_window(f"rate:{provider}", 1) <= per_second
 
 
 class _Renewer:

@@ -1,9 +1,9 @@
 """Throttling: per-user limits on costly actions, and django-axes' hooks for the login lockout.
 
-`rate_limit` counts a user's actions per minute in the shared cache: `cache.add` creates the
-minute's counter and `cache.incr` bumps it, both atomic on Redis, so every web process sees the
-same count. The window is fixed (the clock's minute), so a burst across a minute boundary can reach
-twice the limit; a limit here stops floods, it does not meter.
+`rate_limit` counts a user's actions per minute in the shared cache
+(generation.limits.count_in_window, atomic on Redis), so every web process sees the same count.
+The window is fixed (the clock's minute), so a burst across a minute boundary can reach twice the
+limit; a limit here stops floods, it does not meter.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
+
+from generation.limits import count_in_window
 
 WINDOW_SECONDS = 60
 
@@ -31,15 +32,8 @@ def rate_limit(*, user, action: str, error: Callable[..., Exception] = Validatio
     if not limit:
         return
     now = time.time()
-    window = int(now // WINDOW_SECONDS)
-    key = f"throttle:{action}:{user.pk}:{window}"
-    cache.add(key, 0, timeout=WINDOW_SECONDS + 5)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # the window's key expired between add and incr: a new minute has begun
-        return
-    if count > limit:
-        wait = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
+    if count_in_window(f"throttle:{action}:{user.pk}", WINDOW_SECONDS, now) > limit:
+        wait = max(1, math.ceil((int(now // WINDOW_SECONDS) + 1) * WINDOW_SECONDS - now))
         raise error(
             f"Too many {action}s: at most {limit} a minute. Try again in {wait} second{'s' if wait != 1 else ''}.",
             code="rate_limited",
