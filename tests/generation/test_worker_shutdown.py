@@ -68,7 +68,7 @@ def messages_waiting(queue: str) -> int:
 
 
 def start_job(user, latency: float) -> tuple[GenerationJob, ProviderRequest]:
-    """An x4 job on the offline engine, once its request is submitted: from then on, the render
+    """An x4 job on the offline engine, once its request is submitted and its poll planned: the render
     is ready after `latency` s and the request's poll waits on a worker until then."""
     job = job_create(
         user=user,
@@ -77,7 +77,10 @@ def start_job(user, latency: float) -> tuple[GenerationJob, ProviderRequest]:
         images=IMAGES,
         params={"simulate": {"latency": latency}},
     )
-    until(lambda: ProviderRequest.objects.filter(job=job, status="submitted").exclude(external_id="").exists())
+    # The submit's task is done with the row once its first poll is planned (due_at is cleared on
+    # sending and set again then): the test may lock the row only after that.
+    submitted = ProviderRequest.objects.filter(job=job, status="submitted", due_at__isnull=False)
+    until(lambda: submitted.exclude(external_id="").exists())
     return job, ProviderRequest.objects.get(job=job)
 
 
