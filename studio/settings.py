@@ -250,6 +250,10 @@ FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run")
 REPLICATE_API_URL = env_str("REPLICATE_API_URL", "https://api.replicate.com")
 GEMINI_API_URL = env_str("GEMINI_API_URL", "https://generativelanguage.googleapis.com")
 GEMINI_API_VERSION = env_str("GEMINI_API_VERSION", "v1beta")
+# Gemini Batch Mode (generation/providers/gemini_batch.py): requests go inline below this size, else
+# as an uploaded JSONL file, sent in chunks of GEMINI_BATCH_UPLOAD_CHUNK_BYTES (multiples of 256 KiB).
+GEMINI_BATCH_INLINE_LIMIT_BYTES = env_int("GEMINI_BATCH_INLINE_LIMIT_BYTES", 20 * 1024 * 1024)
+GEMINI_BATCH_UPLOAD_CHUNK_BYTES = env_int("GEMINI_BATCH_UPLOAD_CHUNK_BYTES", 8 * 1024 * 1024)
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0)
 PROVIDER_READ_TIMEOUT = env_float("PROVIDER_READ_TIMEOUT", 60.0)
 # Hosts (host or host:port) that staff configured and so may be fetched even on private or
