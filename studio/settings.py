@@ -288,10 +288,24 @@ LOST_SUBMIT_WEBHOOK_WAIT_SECONDS = env_int("LOST_SUBMIT_WEBHOOK_WAIT_SECONDS", 1
 OFFLINE_LATENCY_SECONDS = env_float("OFFLINE_LATENCY_SECONDS", 1.0)
 OFFLINE_FAILURE_RATE = env_float("OFFLINE_FAILURE_RATE", 0.0)
 
+# Batch Mode (generation/services/batches.py). A draft is sent when it holds this many images or
+# is this old; staff set both. A sent batch is polled every BATCH_POLL_MIN_SECONDS at first, then
+# less often as it ages (a tenth of its age), up to BATCH_POLL_MAX_SECONDS; beat looks for due
+# work every BATCH_SWEEP_SECONDS. A create whose answer was lost is looked up by name after
+# BATCH_LOST_CREATE_GRACE_SECONDS (longer than a create can take).
+BATCH_AUTO_SUBMIT_REQUESTS = env_int("BATCH_AUTO_SUBMIT_REQUESTS", 50)
+BATCH_AUTO_SUBMIT_MINUTES = env_int("BATCH_AUTO_SUBMIT_MINUTES", 30)
+BATCH_POLL_MIN_SECONDS = env_float("BATCH_POLL_MIN_SECONDS", 5.0)
+BATCH_POLL_MAX_SECONDS = env_float("BATCH_POLL_MAX_SECONDS", 600.0)
+BATCH_SWEEP_SECONDS = env_int("BATCH_SWEEP_SECONDS", 10)
+BATCH_LOST_CREATE_GRACE_SECONDS = env_int("BATCH_LOST_CREATE_GRACE_SECONDS", 90)
+
 CELERY_BEAT_SCHEDULE = {
     # Re-drives jobs whose messages were lost or whose worker died (the broker only returns those
     # after its visibility timeout), and fails jobs past their deadline with a clear error.
     "sweep-stale-jobs": {"task": "generation.tasks.jobs_sweep_task", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+    # Batch Mode's poller: sends drafts due, polls sent batches when due, finds lost creates.
+    "sweep-batches": {"task": "generation.tasks.batches_sweep_task", "schedule": float(BATCH_SWEEP_SECONDS)},
 }
 
 # --- Metrics (studio/metrics.py, generation/events.py) ------------------------------------------
