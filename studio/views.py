@@ -26,6 +26,7 @@ from django_htmx.middleware import HtmxDetails
 from generation import modes
 from generation.lib.imaging import InvalidImage
 from generation.models import GenerationJob, JobMode
+from generation.providers import has_batch_lane
 from generation.selectors import generations_paused_for, job_for_user
 from generation.services.control import job_cancel, job_retry_failed
 from generation.services.credits import credit_account
@@ -142,7 +143,10 @@ def _prompt_context(request: HtmxHttpRequest, state: StudioState) -> dict[str, A
     if chips:
         state.images = next(chip.count for chip in chips if chip.selected)
     both_refs = all(ref_assets)
+    batch_available = bool(chosen and has_batch_lane(chosen.model))
     return {
+        "batch_available": batch_available,
+        "batch_on": batch_available and state.batch,
         "state": state,
         "model_groups": group_by_provider(options),
         "chosen": chosen,
@@ -284,6 +288,7 @@ def generate(request: HtmxHttpRequest) -> HttpResponse:
                     reference_strength=data["strength"] if references else None,
                     enhance=data["enhance"],
                     idempotency_key=key,
+                    batch=data["batch"],
                 )
             except JobRequestError as exc:
                 errors.append(exc.message)

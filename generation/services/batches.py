@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from generation import enqueue
@@ -401,7 +401,9 @@ def batches_sweep(now=None) -> BatchSweep:
 
 def batches_take_notifications(user) -> list[Batch]:
     """Batches that ended since the user's last page: each is toasted once."""
-    ended = list(Batch.objects.filter(owner=user, ended_at__isnull=False, notified_at__isnull=True))
+    ended = list(
+        Batch.objects.filter(owner=user, ended_at__isnull=False, notified_at__isnull=True).select_related("model")
+    )
     if ended:
         Batch.objects.filter(pk__in=[b.pk for b in ended]).update(notified_at=timezone.now())
     return ended
@@ -410,14 +412,3 @@ def batches_take_notifications(user) -> list[Batch]:
 def batches_mark_seen(user) -> None:
     """The user looked at the queue: the badge clears."""
     Batch.objects.filter(owner=user, ended_at__isnull=False, seen_at__isnull=True).update(seen_at=timezone.now())
-
-
-def batch_estimate(batch: Batch) -> Decimal:
-    """What the batch's images cost at the batch price."""
-    images = (
-        GenerationJob.objects.filter(batch=batch)
-        .exclude(status=JobStatus.CANCELED)
-        .aggregate(n=Sum("images_requested"))["n"]
-        or 0
-    )
-    return batch.model.price_per_image * images * price_factor(batch.model.provider)
