@@ -42,7 +42,8 @@ def batches_page(request: HtmxHttpRequest) -> HttpResponse:
     context = {
         "drafts": [r for r in rows if r.batch.state == BatchState.DRAFT],
         "sent": [r for r in rows if r.batch.state != BatchState.DRAFT],
-        "live": any(r.batch.state != BatchState.DRAFT and not r.batch.is_final for r in rows),
+        # Refresh while anything may change: a draft being sent, a batch at the provider.
+        "live": any(not r.batch.is_final for r in rows),
         "now": timezone.now(),
     }
     template = "studio/batches.html#batch-live" if request.htmx else "studio/batches.html"
