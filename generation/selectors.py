@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
@@ -198,3 +198,13 @@ def spend_for(*, user=None, since: datetime) -> Spend:
 def month_start(now: datetime | None = None) -> datetime:
     now = timezone.localtime(now or timezone.now())
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def spend_by_user(*, since: datetime, limit: int = 20) -> list[dict[str, Any]]:
+    """Staff's view: each user's spend since `since` (jobs' recorded cost), highest first."""
+    return list(
+        GenerationJob.objects.filter(created_at__gte=since, cost__gt=0)
+        .values("owner__username")
+        .annotate(total=Sum("cost"), jobs=Count("id"))
+        .order_by("-total")[:limit]
+    )
