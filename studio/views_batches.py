@@ -9,6 +9,7 @@ Every batch and job is the user's own: another user's id answers 404.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -30,10 +31,6 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-def _back() -> HttpResponse:
-    return redirect(reverse("studio:batches"))
-
-
 @require_GET
 def batches_page(request: HtmxHttpRequest) -> HttpResponse:
     rows = batch_rows(request.user)
@@ -50,40 +47,35 @@ def batches_page(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-@require_POST
-def batch_submit_view(request: HtmxHttpRequest, batch_id: uuid.UUID) -> HttpResponse:
-    batch = batch_for_user(request.user, batch_id)
+def _act(request: HtmxHttpRequest, action: Callable[[], None], done: str) -> HttpResponse:
+    """Run one of the user's batch actions; its refusal (BatchError) is the message instead."""
     try:
-        batch_request_submit(batch=batch)
+        action()
     except BatchError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Sending the batch of {plural(batch.request_count, 'image')} to the provider.")
-    return _back()
+        messages.success(request, done)
+    return redirect(reverse("studio:batches"))
+
+
+@require_POST
+def batch_submit_view(request: HtmxHttpRequest, batch_id: uuid.UUID) -> HttpResponse:
+    batch = batch_for_user(request.user, batch_id)
+    done = f"Sending the batch of {plural(batch.request_count, 'image')} to the provider."
+    return _act(request, lambda: batch_request_submit(batch=batch), done)
 
 
 @require_POST
 def batch_cancel_view(request: HtmxHttpRequest, batch_id: uuid.UUID) -> HttpResponse:
     batch = batch_for_user(request.user, batch_id)
-    try:
-        batch_cancel(batch=batch)
-    except BatchError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Cancelling the batch. Images that got none are refunded when it ends.")
-    return _back()
+    done = "Cancelling the batch. Images that got none are refunded when it ends."
+    return _act(request, lambda: batch_cancel(batch=batch), done)
 
 
 @require_POST
 def batch_job_remove(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = job_for_user(request.user, job_id)
-    try:
-        job_remove_from_batch(job=job)
-    except BatchError as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Removed from the batch; its credit is back.")
-    return _back()
+    return _act(request, lambda: job_remove_from_batch(job=job), "Removed from the batch; its credit is back.")
 
 
 @require_GET
