@@ -51,6 +51,15 @@ class TestPromptBar:
         html = alice_client.get(reverse("studio:prompt-options"), {"model": offline.pk}, HTTP_HX_REQUEST="true")
         assert "Batch mode" not in html.content.decode()
 
+    def test_with_the_switch_on_the_chips_show_the_batch_price(self, alice_client, gemini):
+        url = reverse("studio:prompt-options")
+        off = alice_client.get(url, {"model": gemini.pk, "batch_present": "1"}, HTTP_HX_REQUEST="true")
+        on = alice_client.get(url, {"model": gemini.pk, "batch_present": "1", "batch": "on"}, HTTP_HX_REQUEST="true")
+        # x1, x2, x4 at $0.04 an image, and at half of it in the batch.
+        prices = ("≈ $0.02", "≈ $0.04", "≈ $0.08", "≈ $0.16")
+        assert [p for p in prices if p in off.content.decode()] == ["≈ $0.04", "≈ $0.08", "≈ $0.16"]
+        assert [p for p in prices if p in on.content.decode()] == ["≈ $0.02", "≈ $0.04", "≈ $0.08"]
+
     def test_with_batch_mode_on_generate_adds_to_the_batch(self, alice_client, alice, gemini, enqueued):
         response = generate(alice_client, gemini, batch=True)
         assert response.status_code == 302
