@@ -79,6 +79,19 @@ class TestPromptBar:
         assert not GenerationJob.objects.filter(owner=alice).exists()
 
 
+class TestCard:
+    def test_retry_failed_of_a_batch_job_says_it_runs_at_full_price(self, alice_client, alice, gemini):
+        from generation.models import ImageSlot, SlotStatus
+
+        job = job_create(user=alice, model=gemini, prompt="a fox", batch=True)
+        Batch.objects.filter(pk=job.batch_id).update(state=BatchState.FAILED, ended_at=timezone.now())
+        ImageSlot.objects.filter(job=job).update(status=SlotStatus.FAILED, error="Google's batch failed.")
+        GenerationJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, failed_count=1)
+        html = alice_client.get(reverse("studio:job-card", args=[job.pk])).content.decode()
+        assert "Retry failed at full price" in html
+        assert 'hx-confirm="The failed images run now through the normal lane, at the full price' in html
+
+
 class TestQueue:
     def test_drafts_and_their_jobs_with_an_estimate(self, alice_client, alice, gemini):
         job_create(user=alice, model=gemini, prompt="first fox", images=2, batch=True)
