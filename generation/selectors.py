@@ -125,7 +125,7 @@ def batch_rows(user) -> list[BatchRow]:
     for batch in batches:
         jobs = [j for j in batch.jobs.all() if j.status != JobStatus.CANCELED or batch.is_final]
         images = sum(j.images_requested for j in jobs)
-        factor = Decimal(str(PROVIDER_KINDS[batch.model.provider].batch_price_factor))
+        factor = PROVIDER_KINDS[batch.model.provider].batch_price_factor
         estimate = batch.model.price_per_image * images * factor
         actual = sum((j.cost for j in jobs), Decimal("0"))
         rows.append(BatchRow(batch=batch, jobs=jobs, images=images, estimate=estimate, actual=actual))
@@ -177,7 +177,7 @@ def spend_for(*, user=None, since: datetime) -> Spend:
         price = model.price_per_image
         if batch:
             full = price
-            price = price * Decimal(str(PROVIDER_KINDS[model.provider].batch_price_factor))
+            price = price * PROVIDER_KINDS[model.provider].batch_price_factor
             saved += full - price
             batch_images += 1
         images += 1

@@ -28,8 +28,8 @@ from generation import modes
 from generation.lib.imaging import InvalidImage
 from generation.models import GenerationJob, JobMode
 from generation.providers import has_batch_lane
+from generation.providers.kinds import PROVIDER_KINDS
 from generation.selectors import generations_paused_for, job_for_user
-from generation.services.batches import price_factor
 from generation.services.control import job_cancel, job_retry_failed
 from generation.services.credits import credit_account
 from generation.services.jobs import JobRequestError, job_create
@@ -143,7 +143,7 @@ def _prompt_context(request: HtmxHttpRequest, state: StudioState) -> dict[str, A
     state.model_id = chosen.model.pk if chosen else None
     batch_available = bool(chosen and has_batch_lane(chosen.model))
     # With Batch mode on, the chips show what the job will cost in the batch.
-    factor = price_factor(chosen.model.provider) if batch_available and state.batch else Decimal(1)
+    factor = PROVIDER_KINDS[chosen.model.provider].batch_price_factor if batch_available and state.batch else Decimal(1)
     chips = batch_chips(chosen.model if chosen else None, state.images, price_factor=factor)
     if chips:
         state.images = next(chip.count for chip in chips if chip.selected)

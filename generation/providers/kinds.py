@@ -13,6 +13,7 @@ It imports nothing from the project: the registry's models and migrations read i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ProviderKind:
     # capabilities say batch_api; "" when it has none. generation.services.batches drives it.
     batch_adapter: str = ""
     # What a batch image costs, as a share of the registry's price per image.
-    batch_price_factor: float = 0.5
+    batch_price_factor: Decimal = Decimal("0.5")
 
 
 PROVIDER_KINDS: dict[str, ProviderKind] = {

@@ -22,7 +22,6 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -44,7 +43,6 @@ from generation.models import (
 )
 from generation.providers import get_batch_client
 from generation.providers.base import ProviderError
-from generation.providers.kinds import PROVIDER_KINDS
 from generation.services.finish import job_finish_if_done, slot_fail
 from generation.services.runs import build_request
 from generation.services.store import slot_store
@@ -78,10 +76,6 @@ LOST_CREATE_NOT_FOUND = (
 
 class BatchError(Exception):
     """Something the user asked of a batch that cannot be done, with a message to show as is."""
-
-
-def price_factor(provider: str) -> Decimal:
-    return Decimal(str(PROVIDER_KINDS[provider].batch_price_factor))
 
 
 def poll_interval(age_seconds: float) -> float:

@@ -86,7 +86,7 @@ def _served_costs(job: GenerationJob) -> dict[str, Decimal]:
         price, provider = priced.get(key, (job.model.price_per_image, job.model.provider))
         if batch:
             # Made through the provider's batch lane (services.batches), at its batch price.
-            price = price * Decimal(str(PROVIDER_KINDS[provider].batch_price_factor))
+            price = price * PROVIDER_KINDS[provider].batch_price_factor
         costs[provider] = costs.get(provider, Decimal("0")) + price * count
     return costs
 
