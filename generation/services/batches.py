@@ -157,7 +157,13 @@ def batch_submit(batch_id: uuid.UUID | str) -> float | None:
         )
         lines.append(client.line(slot.batch_key, build_request(probe, slot.job)))
     # The intent, committed before the create goes: from here a lost answer is looked for, not resent.
-    Batch.objects.filter(pk=batch.pk).update(create_sent_at=timezone.now(), request_count=len(lines))
+    # Conditional: a batch the sweep already took back to the draft (this worker looked dead) is
+    # not sent from here.
+    intended = Batch.objects.filter(pk=batch.pk, state=BatchState.SUBMITTING, create_sent_at__isnull=True).update(
+        create_sent_at=timezone.now(), request_count=len(lines)
+    )
+    if not intended:
+        return None
     try:
         status, input_file = client.create(display_name=batch.display_name, lines=lines, input_file=batch.input_file)
     except ProviderError as exc:

@@ -280,6 +280,20 @@ class TestLostCreate:
         batch.refresh_from_db()
         assert batch.name.startswith("batches/") and len(sim.gemini_batches) == 1
 
+    def test_a_send_the_sweep_took_back_is_not_sent(self, sim, alice, gemini, monkeypatch):
+        job = add(alice, gemini)
+        real = batches.build_request
+
+        def slow_build(*args, **kwargs):
+            # Meanwhile the sweep found the batch SUBMITTING with no intent and took it back.
+            batches.batch_recover(job.batch_id)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(batches, "build_request", slow_build)
+        assert batches.batch_submit(job.batch_id) is None
+        assert Batch.objects.get().state == BatchState.DRAFT
+        assert not sim.calls_for("gemini", "batch_create")
+
     def test_a_retryable_error_before_sending_keeps_the_draft(self, sim, alice, gemini):
         sim.fail_next(1, 503, provider="gemini", op="batch_create")
         job = add(alice, gemini)
