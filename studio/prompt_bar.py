@@ -51,6 +51,8 @@ class StudioState:
     model_id: int | None = None
     images: int = 1
     prompt: str = ""
+    # Batch Mode: Generate adds the job to the model's batch (on models with a batch lane).
+    batch: bool = False
 
     # -- persistence ---------------------------------------------------------------------
     @classmethod
@@ -68,6 +70,7 @@ class StudioState:
         images = data.get("images")
         state.images = images if isinstance(images, int) and images >= 1 else 1
         state.prompt = str(data.get("prompt") or "")[:PROMPT_MAX_LENGTH]
+        state.batch = bool(data.get("batch", False))
         return state
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +82,7 @@ class StudioState:
             "model_id": self.model_id,
             "images": self.images,
             "prompt": self.prompt,
+            "batch": self.batch,
         }
 
     def update_from_form(self, data: Any) -> None:
@@ -103,6 +107,8 @@ class StudioState:
         # The form always carries this marker, so an unchecked box (which posts nothing) reads as off.
         if "enhance_present" in data or "enhance" in data:
             self.enhance = data.get("enhance") in ("on", "true", "1")
+        if "batch_present" in data or "batch" in data:
+            self.batch = data.get("batch") in ("on", "true", "1")
         if self.has_references:
             if data.get("mode") in (MODE_MODIFY, MODE_COPY):
                 self.mode = data.get("mode")
