@@ -15,7 +15,7 @@ from django.utils import timezone
 from generation.models import GenerationJob, JobStatus, SlotStatus
 from generation.selectors import waiting_on_a_worker
 from studio.models import WorkspaceAsset
-from studio.selectors import gallery_jobs
+from studio.selectors import gallery_jobs, job_progress_for_user
 from studio.wording import ago, plural
 
 GALLERY_PAGE_SIZE = 50
@@ -68,6 +68,11 @@ class JobCard:
         return self.outcome == "active"
 
     @property
+    def version(self) -> str:
+        """Changes whenever the card would look different (card_version)."""
+        return card_version(self.job.status, self.job.updated_at, self.paused)
+
+    @property
     def can_retry(self) -> bool:
         """Offer "Retry failed" only where a retry can change something: not all failures permanent."""
         retryable = any(not cell.permanent for cell in self.errors)
@@ -76,6 +81,19 @@ class JobCard:
     @property
     def images(self) -> list[WorkspaceAsset]:
         return [c.asset for c in self.cells if c.asset is not None]
+
+
+def card_version(status: str, updated_at: datetime, paused: bool) -> str:
+    """What a card shows changes only with these: every slot outcome moves the job's updated_at
+    (generation.services.finish), and "paused" follows the workers, not the job."""
+    return f"{status}.{updated_at.timestamp():.6f}.{int(paused)}"
+
+
+def card_version_now(user, job_id: uuid.UUID) -> str:
+    """The version of the user's job card as the database has it now (404 for another's job)."""
+    status, updated_at, created_at = job_progress_for_user(user, job_id)
+    paused = waiting_on_a_worker(GenerationJob(status=status, created_at=created_at))
+    return card_version(status, updated_at, paused)
 
 
 def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
@@ -143,8 +161,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def gallery_cursor(job: GenerationJob) -> str:
     """Where the next page starts: after this job in (created_at, id) order. Exact to the microsecond."""
-    micros = (job.created_at - _EPOCH) // timedelta(microseconds=1)
-    return f"{micros}_{job.pk.hex}"
+    return f"{stream_position(job.created_at)}_{job.pk.hex}"
+
+
+def stream_position(moment: datetime) -> str:
+    """A live stream's event id, and the page's `since` (studio.live): microseconds since the epoch."""
+    return str((moment - _EPOCH) // timedelta(microseconds=1))
+
+
+def parse_stream_position(value: str | None) -> datetime | None:
+    try:
+        return _EPOCH + timedelta(microseconds=int(value or ""))
+    except (ValueError, OverflowError):
+        return None
 
 
 def _parse_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:

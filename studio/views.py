@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
-from generation import modes
+from generation import modes, progress
 from generation.lib.imaging import InvalidImage
 from generation.models import GenerationJob, JobMode
 from generation.selectors import generations_paused_for, job_for_user
@@ -33,7 +33,7 @@ from generation.services.jobs import JobRequestError, job_create
 from models_registry.models import ApiModel
 from studio.files import asset_file_name, file_response, job_file_stem, job_zip_stream
 from studio.forms import CharacterForm, GenerateForm, UploadForm
-from studio.job_cards import gallery_page, job_card
+from studio.job_cards import card_version_now, gallery_page, job_card, stream_position
 from studio.models import Character, WorkspaceAsset
 from studio.prompt_bar import MODE_COPY, StudioState
 from studio.prompt_options import batch_chips, group_by_provider, model_options, select_model
@@ -168,7 +168,7 @@ def _gallery_context(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
     The page, "Load more" and every card refresh all build it here: a card rendered from a context
     without it would show Lock disabled ("Select a character first") while a character is selected.
     """
-    return {"has_character": bool(_selected_character_id(request)), **extra}
+    return {"has_character": bool(_selected_character_id(request)), "live": progress.enabled(), **extra}
 
 
 def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) -> dict[str, Any]:
@@ -182,6 +182,9 @@ def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) ->
         "characters": characters,
         "selected_character": selected,
         "page": page,
+        # Where the live stream starts: a job that ends between this render and the connection
+        # still reaches the page (studio.live).
+        "live_since": stream_position(timezone.now()),
         "credits": credit_account(request.user).balance,
         "generations_paused": generations_paused_for(request.user),
         "idempotency_key": uuid.uuid4(),
@@ -331,7 +334,14 @@ def prompt_options(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_GET
 def job_card_view(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    """A job card; polled every second while the job runs. A finished job answers 286 to stop polling."""
+    """A job card; polled while the job runs. A finished job answers 286 to stop polling.
+
+    A poll that names the version it shows (?v=) gets 204, nothing to swap, while that is still
+    the card's version: one small query instead of the card's three and its render.
+    """
+    shown = request.GET.get("v")
+    if shown and request.htmx and card_version_now(request.user, job_id) == shown:
+        return HttpResponse(status=204)
     job = _get_job_for_user(request, job_id)
     context = _card_context(request, job)
     fragments = [("studio/_gallery.html#job-card", context)]

@@ -79,4 +79,57 @@
       input.dispatchEvent(new Event("change", { bubbles: true }));
     }
   });
+
+  // The gallery's live stream (htmx's SSE extension, studio/live.py) ends with "idle" when no job
+  // runs (sse-close). A running card that arrives later (Generate, Retry failed) connects it again:
+  // before the card is swapped in, so the card's sse-swap finds the open stream. A card that
+  // arrived just as the stream ended is connected the same way.
+  var live = { open: false };
+
+  function gallery() {
+    return document.getElementById("gallery-jobs");
+  }
+
+  function connectLive() {
+    var element = gallery();
+    var url = element && element.getAttribute("data-live-url");
+    if (!url || live.open || !window.htmx) return;
+    live.open = true;
+    // A new attribute value makes htmx process the element again, which opens a new EventSource;
+    // each running card is marked too, so it registers with that one.
+    live.generation = (live.generation || 0) + 1;
+    if (live.lastEventId) url = url.replace(/since=[^&]*/, "since=" + live.lastEventId);
+    element.setAttribute("sse-connect", url + "&connection=" + live.generation);
+    element.querySelectorAll("[sse-swap]").forEach(function (card) {
+      card.setAttribute("data-live-connection", String(live.generation));
+    });
+    window.htmx.process(element);
+  }
+
+  document.addEventListener("htmx:sseOpen", function (event) {
+    if (event.target === gallery()) live.open = true;
+  });
+
+  // Where a new connection starts: after the last card this page received.
+  document.addEventListener("htmx:sseMessage", function (event) {
+    if (event.detail && event.detail.lastEventId) live.lastEventId = event.detail.lastEventId;
+  });
+
+  document.addEventListener("htmx:sseClose", function (event) {
+    var element = gallery();
+    if (event.target !== element || event.detail.type !== "message") return;
+    live.open = false;
+    element.removeAttribute("sse-connect");
+    if (element.querySelector("[sse-swap]")) connectLive();
+  });
+
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var html = event.detail.serverResponse;
+    if (event.detail.shouldSwap && typeof html === "string" && html.indexOf("sse-swap=") !== -1) connectLive();
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var element = gallery();
+    live.open = !!(element && element.hasAttribute("sse-connect"));
+  });
 })();

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from django.urls import reverse
 
 from generation.models import JobStatus
 from generation.services.finish import job_finish_if_done, slot_fail
+from studio.job_cards import card_version
 from tests.studio.helpers import htmx, make_job
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +27,10 @@ def test_a_running_job_shows_progress_and_keeps_polling(alice_client, alice, mod
     html = response.content.decode()
     assert "Generating 2/4..." in html
     assert 'role="progressbar"' in html and 'data-step="10"' in html  # 2 of 4: 10 × 5%
-    assert f'hx-get="/jobs/{job.pk}/card" hx-trigger="every 1s" hx-swap="outerHTML"' in html
+    # Pushed by the live stream (studio.live) and polled every 5 s as a backstop.
+    version = card_version(job.status, job.updated_at, False)
+    assert f'hx-get="/jobs/{job.pk}/card?v={quote(version)}" hx-trigger="every 5s" hx-swap="outerHTML"' in html
+    assert f'sse-swap="job-{job.pk}"' in html
     assert html.count('class="tile placeholder"') == 2
     assert "Cancel" in html
 
@@ -100,3 +106,32 @@ def test_without_htmx_it_still_renders(alice_client, alice, model):
 def test_another_users_job_is_a_404(alice_client, bob, model):
     job = make_job(bob, model)
     assert card(alice_client, job).status_code == 404
+
+
+def test_without_redis_a_running_card_polls_quickly_and_has_no_stream(alice_client, alice, model, settings):
+    settings.REDIS_URL = ""
+    job = make_job(alice, model, status=JobStatus.RUNNING, pending=(2, 3))
+    html = card(alice_client, job).content.decode()
+
+    assert 'hx-trigger="every 250ms"' in html
+    assert "sse-swap" not in html
+
+
+def test_a_poll_that_shows_the_current_version_gets_204_and_a_changed_one_the_card(alice_client, alice, model):
+    job = make_job(alice, model, status=JobStatus.RUNNING, pending=(2, 3))
+    url = reverse("studio:job-card", args=[job.pk])
+    shown = card_version(job.status, job.updated_at, False)
+
+    unchanged = alice_client.get(url, {"v": shown}, **htmx())
+    assert unchanged.status_code == 204 and unchanged.content == b""
+
+    slot_fail(job.slots.get(index=2).pk, job.pk, "Safety filter blocked it.")
+    changed = alice_client.get(url, {"v": shown}, **htmx())
+    assert changed.status_code == 200
+    assert "Generating 3/4..." in changed.content.decode()
+
+
+def test_a_version_poll_of_another_users_job_is_404(alice_client, bob, model):
+    job = make_job(bob, model, status=JobStatus.RUNNING, pending=(2, 3))
+    response = alice_client.get(reverse("studio:job-card", args=[job.pk]), {"v": "x"}, **htmx())
+    assert response.status_code == 404
