@@ -284,6 +284,12 @@ LOST_SUBMIT_WEBHOOK_WAIT_SECONDS = env_int("LOST_SUBMIT_WEBHOOK_WAIT_SECONDS", 1
 # seen with no network.
 OFFLINE_LATENCY_SECONDS = env_float("OFFLINE_LATENCY_SECONDS", 1.0)
 OFFLINE_FAILURE_RATE = env_float("OFFLINE_FAILURE_RATE", 0.0)
+# Per image, by batch index (e.g. "1,2,3,4"): a request takes its slowest image's latency, so a
+# fanned-out batch (max_images 1) shows its images one by one. Unset: OFFLINE_LATENCY_SECONDS.
+try:
+    OFFLINE_IMAGE_LATENCIES = [float(item) for item in env_list("OFFLINE_IMAGE_LATENCIES")]
+except ValueError as exc:
+    raise ImproperlyConfigured("OFFLINE_IMAGE_LATENCIES must be numbers separated by commas") from exc
 
 CELERY_BEAT_SCHEDULE = {
     # Re-drives jobs whose messages were lost or whose worker died (the broker only returns those

@@ -159,3 +159,52 @@ def fails_at(final_prompt: str, index: int, attempt: int = 1) -> bool:
 
 def final_prompt(prompt: str, mode: str = JobMode.T2I, enhance: bool = True) -> str:
     return build_prompt(prompt=prompt, mode=mode, character=None, enhance=enhance)
+
+
+class AsgiServer:
+    """The studio on ASGI (studio.asgi, as the Procfile serves it) under uvicorn, in this process,
+    so the live stream (studio.live) really streams: pytest-django's live_server is WSGI, which
+    buffers an async response until it ends."""
+
+    def __init__(self) -> None:
+        import socket
+
+        import uvicorn
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        from studio.asgi import application
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            ASGIStaticFilesHandler(application), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+
+    def __enter__(self) -> AsgiServer:
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, name="asgi-server", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def asgi_server(transactional_db, settings) -> Iterator[AsgiServer]:
+    # Under ASGI each request's database work runs on a thread of its own: a connection kept for
+    # reuse would outlive it (and the test database). Django's advice for ASGI: CONN_MAX_AGE 0.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    with AsgiServer() as server:
+        yield server
