@@ -6,10 +6,12 @@ page), and a card reads only what that prefetched.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.urls import reverse
 from django.utils import timezone
 
 from generation.models import GenerationJob, JobStatus, SlotStatus
@@ -19,6 +21,38 @@ from studio.selectors import gallery_jobs, job_progress_for_user
 from studio.wording import ago, plural
 
 GALLERY_PAGE_SIZE = 50
+
+
+_PLACEHOLDER = uuid.UUID(int=0)
+
+
+@functools.cache
+def _url_pattern(name: str) -> str:
+    """A URL with "{}" where the asset id goes: reversed once, not once per tile."""
+    return reverse(name, args=[_PLACEHOLDER]).replace(str(_PLACEHOLDER), "{}")
+
+
+class TileUrls:
+    """A gallery image's id and URLs, built from patterns: a page of 200 images would otherwise
+    reverse a URL for every link (2,639 {% url %} lookups, about half the page's render time)."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, asset_id: uuid.UUID) -> None:
+        self.id = str(asset_id)
+
+    @property
+    def hex(self) -> str:
+        """The id as the image's buttons send it (studio.views.asset_action): four bytes shorter."""
+        return self.id.replace("-", "")
+
+    @property
+    def file(self) -> str:
+        return _url_pattern("studio:asset-file").format(self.id)
+
+    @property
+    def thumbnail(self) -> str:
+        return _url_pattern("studio:asset-thumbnail").format(self.id)
 
 
 @dataclass(frozen=True)
@@ -35,6 +69,10 @@ class Cell:
     @property
     def number(self) -> int:
         return self.index + 1
+
+    @property
+    def urls(self) -> TileUrls | None:
+        return TileUrls(self.asset.pk) if self.asset is not None else None
 
     @property
     def is_waiting(self) -> bool:

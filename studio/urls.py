@@ -16,6 +16,7 @@ studio_job_patterns = [
 ]
 
 studio_asset_patterns = [
+    path("assets/action", views.asset_action, name="asset-action"),
     path("assets/<uuid:asset_id>/file", views.asset_file, name="asset-file"),
     path("assets/<uuid:asset_id>/thumbnail", views.asset_thumbnail, name="asset-thumbnail"),
     path("assets/<uuid:asset_id>/delete", views.asset_delete_view, name="asset-delete"),

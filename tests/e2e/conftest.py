@@ -19,6 +19,7 @@ from django.test import override_settings
 from generation.models import JobMode
 from generation.prompts import build_prompt
 from generation.providers.offline import fails
+from tests.asgi_server import AsgiServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -159,46 +160,6 @@ def fails_at(final_prompt: str, index: int, attempt: int = 1) -> bool:
 
 def final_prompt(prompt: str, mode: str = JobMode.T2I, enhance: bool = True) -> str:
     return build_prompt(prompt=prompt, mode=mode, character=None, enhance=enhance)
-
-
-class AsgiServer:
-    """The studio on ASGI (studio.asgi, as the Procfile serves it) under uvicorn, in this process,
-    so the live stream (studio.live) really streams: pytest-django's live_server is WSGI, which
-    buffers an async response until it ends."""
-
-    def __init__(self) -> None:
-        import socket
-
-        import uvicorn
-        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-
-        from studio.asgi import application
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            ASGIStaticFilesHandler(application), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
-
-    def __enter__(self) -> AsgiServer:
-        import threading
-        import time
-
-        self.thread = threading.Thread(target=self.server.run, name="asgi-server", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture
