@@ -17,7 +17,7 @@ job id, even if one reached this channel, reads as nothing.
   MAX_STREAM_SECONDS, and the browser reconnects, so no connection lives for ever.
 
 Served on ASGI (Procfile `web`), where an open stream costs no thread. Without Redis (`make run`)
-the page never connects and its running cards poll instead (generation.progress.enabled).
+and under WSGI the page never connects and its running cards poll instead (is_live).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import redis.asyncio
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -42,8 +43,8 @@ from generation import progress
 from generation.models import ACTIVE_JOB_STATUSES
 from generation.services.credits import credit_account
 from studio.job_cards import JobCard, job_card, parse_stream_position, stream_position
+from studio.prompt_bar import CHARACTER_SESSION_KEY
 from studio.selectors import gallery_jobs
-from studio.views import CHARACTER_SESSION_KEY
 
 HEARTBEAT_SECONDS = 5.0
 MAX_STREAM_SECONDS = 300.0
@@ -56,6 +57,15 @@ CLOCK_MARGIN = timedelta(seconds=5)
 CATCH_UP_LIMIT = 50
 
 
+def is_live(request: HttpRequest) -> bool:
+    """Whether this page gets pushed progress: Redis is configured and the page is served on ASGI.
+
+    Under WSGI (runserver, the test server) an open stream would hold a thread and reach the
+    browser only when it ends, so the page's running cards poll instead.
+    """
+    return progress.enabled() and isinstance(request, ASGIRequest)
+
+
 def card_event(card: JobCard, html: str, position: str) -> str:
     """One server-sent event: named after the card it replaces, data on as many lines as the HTML."""
     data = "\n".join(f"data: {line}" for line in html.splitlines() or [""])
@@ -66,8 +76,8 @@ def card_event(card: JobCard, html: str, position: str) -> str:
 async def job_events(request: HttpRequest) -> HttpResponse:
     """The signed-in user's job cards as server-sent events (see the module's docstring)."""
     user = await request.auser()
-    if not progress.enabled():
-        # No Redis: nothing would ever be published. 204 tells EventSource not to reconnect.
+    if not is_live(request):
+        # No Redis (nothing would ever be published) or no ASGI: 204 tells EventSource to stop.
         return HttpResponse(status=204)
     seen = request.headers.get("Last-Event-ID") or request.GET.get("since")
     since = parse_stream_position(seen)

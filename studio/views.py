@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
-from generation import modes, progress
+from generation import modes
 from generation.lib.imaging import InvalidImage
 from generation.models import GenerationJob, JobMode
 from generation.selectors import generations_paused_for, job_for_user
@@ -34,8 +34,9 @@ from models_registry.models import ApiModel
 from studio.files import asset_file_name, file_response, job_file_stem, job_zip_stream
 from studio.forms import CharacterForm, GenerateForm, UploadForm
 from studio.job_cards import card_version_now, gallery_page, job_card, stream_position
+from studio.live import is_live
 from studio.models import Character, WorkspaceAsset
-from studio.prompt_bar import MODE_COPY, StudioState
+from studio.prompt_bar import CHARACTER_SESSION_KEY, MODE_COPY, StudioState
 from studio.prompt_options import batch_chips, group_by_provider, model_options, select_model
 from studio.selectors import (
     asset_for_user,
@@ -55,7 +56,6 @@ from studio.services import (
 )
 
 STATE_SESSION_KEY = "studio_state"
-CHARACTER_SESSION_KEY = "studio_character"
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -168,7 +168,7 @@ def _gallery_context(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
     The page, "Load more" and every card refresh all build it here: a card rendered from a context
     without it would show Lock disabled ("Select a character first") while a character is selected.
     """
-    return {"has_character": bool(_selected_character_id(request)), "live": progress.enabled(), **extra}
+    return {"has_character": bool(_selected_character_id(request)), "live": is_live(request), **extra}
 
 
 def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) -> dict[str, Any]:

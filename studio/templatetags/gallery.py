@@ -40,8 +40,7 @@ _CANCELED = (
     '<span class="tile-note">Canceled</span></div>'
 )
 _DELETED = (
-    '<div class="tile deleted" role="img" aria-label="Image {n} deleted">'
-    '<span class="tile-note">Deleted</span></div>'
+    '<div class="tile deleted" role="img" aria-label="Image {n} deleted"><span class="tile-note">Deleted</span></div>'
 )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
 from django.urls import reverse
 
 from generation.models import JobStatus
@@ -27,10 +29,11 @@ def test_a_running_job_shows_progress_and_keeps_polling(alice_client, alice, mod
     html = response.content.decode()
     assert "Generating 2/4..." in html
     assert 'role="progressbar"' in html and 'data-step="10"' in html  # 2 of 4: 10 × 5%
-    # Pushed by the live stream (studio.live) and polled every 5 s as a backstop.
+    # Served on WSGI (the test client), a page has no live stream: its running cards poll quickly,
+    # naming the version they show.
     version = card_version(job.status, job.updated_at, False)
-    assert f'hx-get="/jobs/{job.pk}/card?v={quote(version)}" hx-trigger="every 5s" hx-swap="outerHTML"' in html
-    assert f'sse-swap="job-{job.pk}"' in html
+    assert f'hx-get="/jobs/{job.pk}/card?v={quote(version)}" hx-trigger="every 250ms" hx-swap="outerHTML"' in html
+    assert "sse-swap" not in html
     assert html.count('class="tile placeholder"') == 2
     assert "Cancel" in html
 
@@ -108,13 +111,28 @@ def test_another_users_job_is_a_404(alice_client, bob, model):
     assert card(alice_client, job).status_code == 404
 
 
-def test_without_redis_a_running_card_polls_quickly_and_has_no_stream(alice_client, alice, model, settings):
-    settings.REDIS_URL = ""
-    job = make_job(alice, model, status=JobStatus.RUNNING, pending=(2, 3))
-    html = card(alice_client, job).content.decode()
+def asgi_card(user, job) -> tuple[int, str]:
+    """The card as a page served on ASGI (the Procfile's web) gets it."""
 
-    assert 'hx-trigger="every 250ms"' in html
-    assert "sse-swap" not in html
+    async def get():
+        client = AsyncClient()
+        await client.aforce_login(user)
+        response = await client.get(reverse("studio:job-card", args=[job.pk]), headers={"HX-Request": "true"})
+        return response.status_code, response.content.decode()
+
+    return async_to_sync(get)()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_asgi_with_redis_a_running_card_swaps_on_its_event_and_polls_as_a_backstop(alice, model, settings):
+    job = make_job(alice, model, status=JobStatus.RUNNING, pending=(2, 3))
+    status, html = asgi_card(alice, job)
+    assert status == 200
+    assert f'sse-swap="job-{job.pk}"' in html and 'hx-trigger="every 5s"' in html
+
+    settings.REDIS_URL = ""  # make run: nothing is published, so the card polls quickly instead
+    status, html = asgi_card(alice, job)
+    assert 'hx-trigger="every 250ms"' in html and "sse-swap" not in html
 
 
 def test_a_poll_that_shows_the_current_version_gets_204_and_a_changed_one_the_card(alice_client, alice, model):

@@ -183,3 +183,8 @@ def test_it_needs_a_login():
         assert response.status_code == 302 and "/accounts/login/" in response["Location"]
 
     run(scenario)
+
+
+def test_on_wsgi_it_answers_204_and_the_page_polls_instead(alice_client):
+    # runserver and the test server would hold a thread per stream and deliver it only at its end.
+    assert alice_client.get(EVENTS).status_code == 204
