@@ -156,8 +156,8 @@ def click_to_visible(page, model) -> tuple[float, float]:
     page.locator("label[for=images-4]").click()
     page.evaluate(RECORDER)
     page.get_by_role("button", name="Generate").click()
-    page.wait_for_function("window.bench.visible", timeout=30_000)
-    click, visible = page.evaluate("[window.bench.click, window.bench.visible]")
+    page.wait_for_function("() => window.bench && window.bench.visible", timeout=30_000)
+    click, visible = page.evaluate("() => [window.bench.click, window.bench.visible]")
     job_id = page.locator("article.job-card").first.get_attribute("id").removeprefix("job-")
     stored = WorkspaceAsset.objects.filter(job_id=job_id).order_by("created_at").first().created_at
     return (visible - click) / 1000, visible / 1000 - stored.timestamp()

@@ -32,7 +32,7 @@ def test_a_running_job_shows_progress_and_keeps_polling(alice_client, alice, mod
     # Served on WSGI (the test client), a page has no live stream: its running cards poll quickly,
     # naming the version they show.
     version = card_version(job.status, job.updated_at, False)
-    assert f'hx-get="/jobs/{job.pk}/card?v={quote(version)}" hx-trigger="every 250ms" hx-swap="outerHTML"' in html
+    assert f'hx-get="/jobs/{job.pk}/card?v={quote(version)}" hx-trigger="every 100ms" hx-swap="outerHTML"' in html
     assert "sse-swap" not in html
     assert html.count('class="tile placeholder"') == 2
     assert "Cancel" in html
@@ -132,7 +132,7 @@ def test_on_asgi_with_redis_a_running_card_swaps_on_its_event_and_polls_as_a_bac
 
     settings.REDIS_URL = ""  # make run: nothing is published, so the card polls quickly instead
     status, html = asgi_card(alice, job)
-    assert 'hx-trigger="every 250ms"' in html and "sse-swap" not in html
+    assert 'hx-trigger="every 100ms"' in html and "sse-swap" not in html
 
 
 def test_a_poll_that_shows_the_current_version_gets_204_and_a_changed_one_the_card(alice_client, alice, model):
