@@ -103,12 +103,13 @@ def gallery_section(runs: int) -> None:
     client = Client()
     client.force_login(user)
     client.get("/")  # warm the templates and the URL resolver
-    walls, size, queries = [], 0, 0
+    walls, cpus, size, queries = [], [], 0, 0
     for _ in range(runs):
         with CaptureQueriesContext(connection) as captured:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             response = client.get("/")
             walls.append((time.perf_counter() - start) * 1000)
+            cpus.append((time.process_time() - cpu) * 1000)
         assert response.status_code == 200
         size, queries = len(response.content), len(captured)
     html = response.content.decode()
@@ -119,6 +120,9 @@ def gallery_section(runs: int) -> None:
         f"  render {spread(walls)} ms  (target <= {RENDER_TARGET_MS} ms: "
         f"{'met' if statistics.median(walls) <= RENDER_TARGET_MS else 'NOT met'})"
     )
+    # On a shared machine the wall clock also counts other processes' turns; this process's CPU
+    # time is the render's own cost (the database's share is in neither, and small: 9 queries).
+    print(f"  CPU of the render {spread(cpus)} ms")
     print(f"  HTML {kb:.0f} KB  (target <= {SIZE_TARGET_KB} KB: {'met' if kb <= SIZE_TARGET_KB else 'NOT met'})")
     print(f"  {queries} queries; {size / (GALLERY_JOBS * GALLERY_IMAGES):.0f} bytes of page per image")
 
