@@ -4,15 +4,13 @@ by one, each pushed by the live stream (studio.live) rather than polled."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.test import override_settings
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import login
+from tests.e2e.conftest import login, worker_on_own_queue
 from tests.factories import offline_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker]
@@ -23,29 +21,11 @@ LATENCIES = [1, 2, 3, 4]
 @pytest.fixture(scope="module")
 def staggered_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
     """A worker whose offline engine takes 1, 2, 3 and 4 s for images 0..3, on a queue of its own."""
-    from studio.celery import app
-    from tests.worker import start_worker, stop_worker
-
-    queue = f"e2e-live-{uuid.uuid4().hex[:8]}"
-    previous = app.conf.CELERY_TASK_DEFAULT_QUEUE if "CELERY_TASK_DEFAULT_QUEUE" in app.conf else None
-    app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
-    try:
-        with override_settings(CELERY_TASK_DEFAULT_QUEUE=queue), django_db_blocker.unblock():
-            process = start_worker(
-                name="e2e-live",
-                # More threads than the job has requests: with acks_late and a prefetch of one per
-                # thread, a full worker fetches the polls only seconds late (kombu's Redis QoS).
-                concurrency=8,
-                extra_env={
-                    "CELERY_DEFAULT_QUEUE": queue,
-                    "OFFLINE_IMAGE_LATENCIES": ",".join(str(s) for s in LATENCIES),
-                    "OFFLINE_FAILURE_RATE": "0",
-                },
-            )
-            yield process
-            stop_worker(process)
-    finally:
-        app.conf.CELERY_TASK_DEFAULT_QUEUE = previous or app.conf.task_default_queue
+    env = {"OFFLINE_IMAGE_LATENCIES": ",".join(str(s) for s in LATENCIES), "OFFLINE_FAILURE_RATE": "0"}
+    # More threads than the job has requests: with acks_late and a prefetch of one per thread, a
+    # full worker fetches the polls only seconds late (kombu's Redis QoS).
+    with worker_on_own_queue("e2e-live", django_db_blocker, concurrency=8, env=env) as process:
+        yield process
 
 
 @pytest.fixture
