@@ -3,8 +3,8 @@
 Each function writes one log line on the `generation.events` logger, with the job, slot and request
 ids, the provider, the duration and the outcome as fields (one JSON object per line when
 LOG_FORMAT=json, studio/log_format.py), and moves the Prometheus metrics in generation.metrics. Ids go
-only in the log line, never in a metric label. A job created, a slot's outcome and a job finished
-also reach the owner's open pages (generation.progress).
+only in the log line, never in a metric label. A slot's outcome and a job finished also reach the
+owner's open pages (generation.progress); a new job's card comes with the answer to Generate.
 
 Provider error text passes through http_api.sanitize_message before it is logged: a provider may
 echo a key or a presigned URL back.
@@ -59,7 +59,6 @@ def job_created(job: GenerationJob) -> None:
         model=job.model.key,
         images=job.images_requested,
     )
-    progress.job_changed(job.pk, owner_id=job.owner_id)
 
 
 def job_finished(job: GenerationJob, *, status: str, spend_by_provider: dict[str, Decimal]) -> None:

@@ -1,6 +1,6 @@
 """Job progress for the browser: "this job changed", published the moment it is committed.
 
-A slot stored or failed, a job created, finished, canceled or retried: generation.events (and
+A slot stored or failed, a job finished, canceled or retried: generation.events (and
 services.control for the user's own actions) call job_changed, which publishes the job's id on its
 owner's Redis pub/sub channel once the transaction commits. studio.live streams each user's own
 channel to the page as server-sent events. The message carries only an id; the stream reads the
