@@ -22,6 +22,8 @@ and under WSGI the page never connects and its running cards poll instead (is_li
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -46,10 +48,13 @@ from studio.job_cards import JobCard, job_card, parse_stream_position, stream_po
 from studio.prompt_bar import CHARACTER_SESSION_KEY
 from studio.selectors import gallery_jobs
 
+logger = logging.getLogger(__name__)
+
 HEARTBEAT_SECONDS = 5.0
 MAX_STREAM_SECONDS = 300.0
 # How long the browser waits before reconnecting after the stream ends or drops (the SSE `retry`).
 RECONNECT_MILLISECONDS = 1000
+RECONNECT_AFTER_REDIS_ERROR_MILLISECONDS = 15_000
 # Cards changed this long before the last event seen are sent again on a reconnect: the web's
 # and the workers' clocks may differ a little, and a card sent twice only swaps in twice.
 CLOCK_MARGIN = timedelta(seconds=5)
@@ -94,35 +99,46 @@ async def _stream(request: HttpRequest, user, since: datetime | None) -> AsyncIt
     try:
         await pubsub.subscribe(progress.channel(user.pk))
         yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
-        read = sync_to_async(_read_cards, thread_sensitive=False)
-        started = time.monotonic()
-        sent: dict[uuid.UUID, str] = {}
-        running: set[uuid.UUID] = set()
-        cutoff = since - CLOCK_MARGIN if since else None
-        batch = await read(request, user, ids=None, since=cutoff)
-        while True:
-            for job_id, version, active, event in batch:
-                if active:
-                    running.add(job_id)
-                else:
-                    running.discard(job_id)
-                if sent.get(job_id) != version:
-                    sent[job_id] = version
-                    yield event
-            changed = await _changed_jobs(pubsub, wait=0 if not running else HEARTBEAT_SECONDS)
-            if not running and not changed:
-                yield "event: idle\ndata: \n\n"
-                return
-            if time.monotonic() - started > MAX_STREAM_SECONDS:
-                return
-            if not changed:
-                # Silence: keep the connection warm and look at the running jobs again.
-                yield ": heartbeat\n\n"
-                changed = set(running)
-            batch = await read(request, user, ids=changed, since=None)
+        async for event in _events(request, user, since, pubsub):
+            yield event
+    except redis.RedisError as exc:
+        # Redis is away: the cards' backstop poll carries on; the browser tries again later.
+        logger.warning("live stream of user %s stopped: %s", user.pk, exc)
+        yield f"retry: {RECONNECT_AFTER_REDIS_ERROR_MILLISECONDS}\n\n"
     finally:
-        await pubsub.aclose()
-        await client.aclose()
+        with contextlib.suppress(redis.RedisError):
+            await pubsub.aclose()
+            await client.aclose()
+
+
+async def _events(request: HttpRequest, user, since: datetime | None, pubsub) -> AsyncIterator[str]:
+    """The stream's events once subscribed: the catch-up, then each change, until idle."""
+    read = sync_to_async(_read_cards, thread_sensitive=False)
+    started = time.monotonic()
+    sent: dict[uuid.UUID, str] = {}
+    running: set[uuid.UUID] = set()
+    cutoff = since - CLOCK_MARGIN if since else None
+    batch = await read(request, user, ids=None, since=cutoff)
+    while True:
+        for job_id, version, active, event in batch:
+            if active:
+                running.add(job_id)
+            else:
+                running.discard(job_id)
+            if sent.get(job_id) != version:
+                sent[job_id] = version
+                yield event
+        changed = await _changed_jobs(pubsub, wait=0 if not running else HEARTBEAT_SECONDS)
+        if not running and not changed:
+            yield "event: idle\ndata: \n\n"
+            return
+        if time.monotonic() - started > MAX_STREAM_SECONDS:
+            return
+        if not changed:
+            # Silence: keep the connection warm and look at the running jobs again.
+            yield ": heartbeat\n\n"
+            changed = set(running)
+        batch = await read(request, user, ids=changed, since=None)
 
 
 async def _changed_jobs(pubsub, *, wait: float) -> set[uuid.UUID]:

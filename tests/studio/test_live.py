@@ -188,3 +188,16 @@ def test_it_needs_a_login():
 def test_on_wsgi_it_answers_204_and_the_page_polls_instead(alice_client):
     # runserver and the test server would hold a thread per stream and deliver it only at its end.
     assert alice_client.get(EVENTS).status_code == 204
+
+
+def test_with_redis_away_it_ends_asking_the_browser_to_wait_longer(alice, settings, caplog):
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens on the discard port
+
+    async def scenario():
+        response, events = await connect(alice)
+        assert response.status_code == 200
+        assert await events.next(comments=True) == f"retry: {live.RECONNECT_AFTER_REDIS_ERROR_MILLISECONDS}\n\n"
+        assert await events.ended()
+
+    run(scenario)
+    assert "live stream of user" in caplog.text
