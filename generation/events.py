@@ -3,7 +3,8 @@
 Each function writes one log line on the `generation.events` logger, with the job, slot and request
 ids, the provider, the duration and the outcome as fields (one JSON object per line when
 LOG_FORMAT=json, studio/log_format.py), and moves the Prometheus metrics in generation.metrics. Ids go
-only in the log line, never in a metric label.
+only in the log line, never in a metric label. A slot's outcome and a job finished also reach the
+owner's open pages (generation.progress); a new job's card comes with the answer to Generate.
 
 Provider error text passes through http_api.sanitize_message before it is logged: a provider may
 echo a key or a presigned URL back.
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from generation import metrics
+from generation import metrics, progress
 from generation.providers.base import ProviderError
 from generation.providers.http_api import sanitize_message
 
@@ -76,12 +77,14 @@ def job_finished(job: GenerationJob, *, status: str, spend_by_provider: dict[str
         seconds=seconds,
         usd=str(sum(spend_by_provider.values(), Decimal("0"))),
     )
+    progress.job_changed(job.pk, owner_id=job.owner_id)
 
 
 def slot_outcome(*, job_id: uuid.UUID, slot_id: int, provider: str, outcome: str, error: str = "") -> None:
     """One image ended: outcome is "succeeded" or "failed"."""
     metrics.IMAGES.labels(provider=provider, outcome=outcome).inc()
     _report("slot_" + outcome, job_id=job_id, slot_id=slot_id, provider=provider, outcome=outcome, error=_safe(error))
+    progress.job_changed(job_id)
 
 
 def image_stored(*, job_id: uuid.UUID, slot_index: int, provider: str, seconds: float, size: int) -> None:

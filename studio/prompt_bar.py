@@ -17,6 +17,9 @@ MODE_COPY = "copy"
 PROMPT_MAX_LENGTH = 2000
 REFERENCE_SLOTS = 2
 
+# The session key of the selected character (studio.views; studio.live reads it for each card).
+CHARACTER_SESSION_KEY = "studio_character"
+
 
 def _clean_uuid(value: Any) -> str | None:
     try:

@@ -63,6 +63,14 @@ def gallery_jobs(user, *, after: tuple[datetime, uuid.UUID] | None = None) -> Qu
     return jobs
 
 
+def job_progress_for_user(user, job_id: uuid.UUID) -> tuple[str, datetime, datetime]:
+    """(status, updated_at, created_at) of the user's job, or 404: what a polling card compares."""
+    row = GenerationJob.objects.filter(owner=user, pk=job_id).values_list("status", "updated_at", "created_at").first()
+    if row is None:
+        raise Http404("No such job.")
+    return row
+
+
 def job_images_for_download(job: GenerationJob) -> list[WorkspaceAsset]:
     """The images of a job already scoped to its owner (job_for_user), with what asset_file_name() reads: one query."""
     return list(job.assets.select_related("job__character"))

@@ -67,6 +67,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "studio.urls"
 WSGI_APPLICATION = "studio.wsgi.application"
+ASGI_APPLICATION = "studio.asgi.application"
 
 TEMPLATES = [
     {
@@ -288,6 +289,12 @@ LOST_SUBMIT_WEBHOOK_WAIT_SECONDS = env_int("LOST_SUBMIT_WEBHOOK_WAIT_SECONDS", 1
 # seen with no network.
 OFFLINE_LATENCY_SECONDS = env_float("OFFLINE_LATENCY_SECONDS", 1.0)
 OFFLINE_FAILURE_RATE = env_float("OFFLINE_FAILURE_RATE", 0.0)
+# Per image, by batch index (e.g. "1,2,3,4"): a request takes its slowest image's latency, so a
+# fanned-out batch (max_images 1) shows its images one by one. Unset: OFFLINE_LATENCY_SECONDS.
+try:
+    OFFLINE_IMAGE_LATENCIES = [float(item) for item in env_list("OFFLINE_IMAGE_LATENCIES")]
+except ValueError as exc:
+    raise ImproperlyConfigured("OFFLINE_IMAGE_LATENCIES must be numbers separated by commas") from exc
 
 # Batch Mode (generation/services/batches.py). A draft is sent when it holds this many images or
 # is this old; staff set both. A sent batch is polled every BATCH_POLL_MIN_SECONDS at first, then

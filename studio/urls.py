@@ -4,10 +4,11 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import health, views, views_batches, views_ops
+from studio import health, live, views, views_batches, views_ops
 from studio.metrics import metrics_view
 
 studio_job_patterns = [
+    path("jobs/events", live.job_events, name="job-events"),
     path("jobs/<uuid:job_id>/card", views.job_card_view, name="job-card"),
     path("jobs/<uuid:job_id>/retry", views.job_retry, name="job-retry"),
     path("jobs/<uuid:job_id>/cancel", views.job_cancel_view, name="job-cancel"),
@@ -15,6 +16,7 @@ studio_job_patterns = [
 ]
 
 studio_asset_patterns = [
+    path("assets/action", views.asset_action, name="asset-action"),
     path("assets/<uuid:asset_id>/file", views.asset_file, name="asset-file"),
     path("assets/<uuid:asset_id>/thumbnail", views.asset_thumbnail, name="asset-thumbnail"),
     path("assets/<uuid:asset_id>/delete", views.asset_delete_view, name="asset-delete"),

@@ -36,9 +36,10 @@ from generation.services.jobs import JobRequestError, job_create
 from models_registry.models import ApiModel
 from studio.files import asset_file_name, file_response, job_file_stem, job_zip_stream
 from studio.forms import CharacterForm, GenerateForm, UploadForm
-from studio.job_cards import gallery_page, job_card
+from studio.job_cards import card_version_now, gallery_page, job_card, stream_position
+from studio.live import is_live
 from studio.models import Character, WorkspaceAsset
-from studio.prompt_bar import MODE_COPY, StudioState
+from studio.prompt_bar import CHARACTER_SESSION_KEY, MODE_COPY, StudioState
 from studio.prompt_options import batch_chips, group_by_provider, model_options, select_model
 from studio.selectors import (
     asset_for_user,
@@ -58,7 +59,6 @@ from studio.services import (
 )
 
 STATE_SESSION_KEY = "studio_state"
-CHARACTER_SESSION_KEY = "studio_character"
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -176,7 +176,7 @@ def _gallery_context(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
     The page, "Load more" and every card refresh all build it here: a card rendered from a context
     without it would show Lock disabled ("Select a character first") while a character is selected.
     """
-    return {"has_character": bool(_selected_character_id(request)), **extra}
+    return {"has_character": bool(_selected_character_id(request)), "live": is_live(request), **extra}
 
 
 def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) -> dict[str, Any]:
@@ -190,6 +190,9 @@ def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) ->
         "characters": characters,
         "selected_character": selected,
         "page": page,
+        # Where the live stream starts: a job that ends between this render and the connection
+        # still reaches the page (studio.live).
+        "live_since": stream_position(timezone.now()),
         "credits": credit_account(request.user).balance,
         "generations_paused": generations_paused_for(request.user),
         "idempotency_key": uuid.uuid4(),
@@ -219,12 +222,18 @@ def _card_context(request: HtmxHttpRequest, job: GenerationJob, **extra: Any) ->
     return _gallery_context(request, card=job_card(job), **extra)
 
 
+def _swap_into(target: str, response: HttpResponse) -> HttpResponse:
+    """Where an htmx answer goes, said by the view (a gallery image's buttons all post one form)."""
+    return reswap(retarget(response, target), "outerHTML")
+
+
 def _controls_response(request: HtmxHttpRequest, state: StudioState, **extra: Any) -> HttpResponse:
     """After a reference or model change: the prompt bar's controls (htmx), else back to the page."""
     if request.htmx:
         context = {**_prompt_context(request, state), **extra}
         _save_state(request, state)
-        return render(request, "studio/_prompt_bar.html#prompt-controls", context)
+        # Named here, not by the caller: a gallery image's buttons post their card's form.
+        return _swap_into("#prompt-controls", render(request, "studio/_prompt_bar.html#prompt-controls", context))
     if extra.get("upload_errors"):
         return _render_page(request, state, status=400, **extra)
     _save_state(request, state)
@@ -340,7 +349,14 @@ def prompt_options(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_GET
 def job_card_view(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    """A job card; polled every second while the job runs. A finished job answers 286 to stop polling."""
+    """A job card; polled while the job runs. A finished job answers 286 to stop polling.
+
+    A poll that names the version it shows (?v=) gets 204, nothing to swap, while that is still
+    the card's version: one small query instead of the card's three and its render.
+    """
+    shown = request.GET.get("v")
+    if shown and request.htmx and card_version_now(request.user, job_id) == shown:
+        return HttpResponse(status=204)
     job = _get_job_for_user(request, job_id)
     context = _card_context(request, job)
     fragments = [("studio/_gallery.html#job-card", context)]
@@ -436,8 +452,11 @@ def asset_delete_view(request: HtmxHttpRequest, asset_id: uuid.UUID) -> HttpResp
     if was_portrait:
         fragments.append(("studio/_sidebar.html#sidebar", {**_sidebar_context(request), "oob": True}))
     if not fragments:
-        return HttpResponse("")
-    return _render_fragments(request, fragments)
+        return reswap(HttpResponse(""), "none")
+    if not job_id:
+        # Only out-of-band fragments (the reference slots, the sidebar): htmx still swaps those.
+        return reswap(_render_fragments(request, fragments), "none")
+    return _swap_into(f"#job-{job_id}", _render_fragments(request, fragments))
 
 
 @require_POST
@@ -448,14 +467,16 @@ def asset_lock(request: HtmxHttpRequest, asset_id: uuid.UUID) -> HttpResponse:
     if not character_id:
         message = "Select or create a character first, then lock a portrait for it."
         if request.htmx:
-            return render(request, "studio/_sidebar.html#sidebar", {**_sidebar_context(request), "notice": message})
+            context = {**_sidebar_context(request), "notice": message}
+            return _swap_into("#sidebar", render(request, "studio/_sidebar.html#sidebar", context))
         messages.error(request, message)
         return redirect(_home_url(request))
     character = _get_character_for_user(request, character_id)
     character_lock_portrait(character=character, asset=asset)
     if request.htmx:
         notice = f"Locked as {character.name}'s portrait."
-        return render(request, "studio/_sidebar.html#sidebar", {**_sidebar_context(request), "notice": notice})
+        context = {**_sidebar_context(request), "notice": notice}
+        return _swap_into("#sidebar", render(request, "studio/_sidebar.html#sidebar", context))
     messages.success(request, f"Locked as {character.name}'s portrait.")
     return redirect(_home_url(request))
 
@@ -470,11 +491,36 @@ def _slot(value: str | None) -> int | None:
 @require_POST
 def reference_use(request: HtmxHttpRequest, asset_id: uuid.UUID) -> HttpResponse:
     """Use a gallery image as reference 1 or 2 (or the next free slot)."""
+    return _use_reference(request, asset_id, _slot(request.POST.get("slot")))
+
+
+def _use_reference(request: HtmxHttpRequest, asset_id: uuid.UUID, slot: int | None) -> HttpResponse:
     asset = _get_asset_for_user(request, asset_id)
     state = _load_state(request)
     state.update_from_form(request.POST)
-    state.add_reference(asset.pk, _slot(request.POST.get("slot")))
+    state.add_reference(asset.pk, slot)
     return _controls_response(request, state)
+
+
+@require_POST
+def asset_action(request: HtmxHttpRequest) -> HttpResponse:
+    """A gallery image's button: each card's images post one form here, and the pressed button's
+    name says what to do and its value with which image (use1, use2, lock or delete = the asset's
+    id; use, the next free reference slot, is what a drop on the slots sends). One short button
+    per action keeps a page of 200 images light; each answer says where it goes (HX-Retarget)."""
+    for action in ("use", "use1", "use2", "lock", "delete"):
+        if action in request.POST:
+            try:
+                asset_id = uuid.UUID(request.POST[action])
+            except ValueError as exc:
+                raise Http404("No such image.") from exc
+            if action == "lock":
+                return asset_lock(request, asset_id)
+            if action == "delete":
+                return asset_delete_view(request, asset_id)
+            # "use" (an image dropped on the reference slots): the next free slot.
+            return _use_reference(request, asset_id, _slot(action[3:]))
+    return HttpResponse("Press one of an image's buttons.", status=400)
 
 
 @require_POST

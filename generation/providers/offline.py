@@ -8,7 +8,8 @@ moves from the reference toward the prompt's rendering by the denoise strength, 
 It behaves like a queue provider: submit answers PENDING and the render is ready after the
 configured latency, so the pipeline's polling path, progress and partial failure can all be
 seen offline. Latency and failure rate come from settings (OFFLINE_LATENCY_SECONDS,
-OFFLINE_FAILURE_RATE) or, per job, from params["simulate"].
+OFFLINE_IMAGE_LATENCIES, OFFLINE_FAILURE_RATE) or, per job, from params["simulate"] (latency,
+latencies, failure_rate, fail_indexes).
 """
 
 from __future__ import annotations
@@ -175,6 +176,10 @@ class OfflineEngine(Provider):
     def _simulation(self, request: GenerationRequest) -> tuple[float, float, list[int]]:
         simulate = request.params.get("simulate") or {}
         latency = float(simulate.get("latency", settings.OFFLINE_LATENCY_SECONDS))
+        per_image = [float(x) for x in simulate.get("latencies", settings.OFFLINE_IMAGE_LATENCIES)]
+        if per_image:
+            indexes = request.batch_indexes or list(range(request.num_images))
+            latency = max(per_image[i] if i < len(per_image) else latency for i in indexes)
         rate = float(simulate.get("failure_rate", settings.OFFLINE_FAILURE_RATE))
         fail_indexes = [int(i) for i in simulate.get("fail_indexes", [])]
         return max(0.0, latency), max(0.0, min(1.0, rate)), fail_indexes

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from generation import enqueue
+from generation import enqueue, progress
 from generation.models import (
     ACTIVE_JOB_STATUSES,
     FINAL_SLOT_STATUSES,
@@ -52,6 +52,7 @@ def job_retry_failed(*, job: GenerationJob) -> int:
         count = retryable.update(status=SlotStatus.PENDING, request=None, error="", details="")
         GenerationJob.objects.filter(pk=job.pk).update(failed_count=F("failed_count") - count, errors=[])
         enqueue.dispatch(job.pk)
+        progress.job_changed(job.pk, owner_id=job.owner_id)
     return count
 
 
@@ -79,6 +80,7 @@ def job_cancel(*, job: GenerationJob) -> bool:
             credits_refund(job=job, note="canceled before any image arrived")
         for request_id in to_cancel:
             enqueue.provider_cancel(request_id)
+        progress.job_changed(job.pk, owner_id=job.owner_id)
     return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,6 +20,7 @@ from django.test import override_settings
 from generation.models import JobMode
 from generation.prompts import build_prompt
 from generation.providers.offline import fails
+from tests.asgi_server import AsgiServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -58,34 +60,34 @@ def browser() -> Iterator[object]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(scope="module")
-def e2e_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
-    """A worker with simulated failures, consuming a queue that only this module's jobs go to."""
+@contextmanager
+def worker_on_own_queue(name: str, blocker, *, concurrency: int, env: dict[str, str]) -> Iterator[object]:
+    """A worker consuming a queue of its own, which this process's jobs are sent to meanwhile."""
     from studio.celery import app
     from tests.worker import start_worker, stop_worker
 
-    queue = f"e2e-{uuid.uuid4().hex[:8]}"
+    queue = f"{name}-{uuid.uuid4().hex[:8]}"
     previous = app.conf.task_default_queue
     # The live server runs in this process: its job_create enqueues through this app's config.
     # The app reads its settings from Django's under the CELERY_ namespace, and celery 5.6 prefers
     # that key to the lowercase name: set the key it reads.
     app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
     try:
-        with override_settings(CELERY_TASK_DEFAULT_QUEUE=queue), django_db_blocker.unblock():
-            process = start_worker(
-                name="e2e",
-                concurrency=4,
-                extra_env={
-                    # The worker enqueues its own next steps on its default queue: the same one.
-                    "CELERY_DEFAULT_QUEUE": queue,
-                    "OFFLINE_FAILURE_RATE": str(FAILURE_RATE),
-                    "OFFLINE_LATENCY_SECONDS": str(LATENCY_SECONDS),
-                },
-            )
+        with override_settings(CELERY_TASK_DEFAULT_QUEUE=queue), blocker.unblock():
+            # The worker enqueues its own next steps on its default queue: the same one.
+            process = start_worker(name=name, concurrency=concurrency, extra_env={"CELERY_DEFAULT_QUEUE": queue, **env})
         yield process
         stop_worker(process)
     finally:
         app.conf.CELERY_TASK_DEFAULT_QUEUE = previous
+
+
+@pytest.fixture(scope="module")
+def e2e_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
+    """A worker with simulated failures, consuming a queue that only this module's jobs go to."""
+    env = {"OFFLINE_FAILURE_RATE": str(FAILURE_RATE), "OFFLINE_LATENCY_SECONDS": str(LATENCY_SECONDS)}
+    with worker_on_own_queue("e2e", django_db_blocker, concurrency=4, env=env) as process:
+        yield process
 
 
 @pytest.fixture
@@ -159,3 +161,12 @@ def fails_at(final_prompt: str, index: int, attempt: int = 1) -> bool:
 
 def final_prompt(prompt: str, mode: str = JobMode.T2I, enhance: bool = True) -> str:
     return build_prompt(prompt=prompt, mode=mode, character=None, enhance=enhance)
+
+
+@pytest.fixture
+def asgi_server(transactional_db, settings) -> Iterator[AsgiServer]:
+    # Under ASGI each request's database work runs on a thread of its own: a connection kept for
+    # reuse would outlive it (and the test database). Django's advice for ASGI: CONN_MAX_AGE 0.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+    with AsgiServer() as server:
+        yield server

@@ -9,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from studio.models import WorkspaceAsset
 from tests.studio.helpers import htmx, make_job
 
 pytestmark = pytest.mark.django_db
@@ -116,3 +117,19 @@ def test_another_users_jobs_are_never_listed(alice_client, bob, model):
 def test_a_bad_cursor_shows_the_first_page(alice_client, alice, model):
     job = make_job(alice, model, images=1, with_files=False)
     assert card_ids(alice_client.get(GALLERY, {"after": "garbage"}, **htmx()).content.decode()) == [str(job.pk)]
+
+
+def test_a_full_page_of_images_stays_light_with_every_button_and_its_size(alice_client, alice, model):
+    for _ in range(10):
+        make_job(alice, model, images=4)
+    html = alice_client.get(reverse("studio:home")).content.decode()
+    assets = list(WorkspaceAsset.objects.filter(owner=alice))
+
+    for asset in assets:
+        assert f'<img src="/assets/{asset.pk}/thumbnail"' in html
+        assert f'width="{asset.width}" height="{asset.height}" loading="lazy"' in html
+        for action in ("use1", "use2", "lock", "delete"):
+            assert f'name="{action}" value="{asset.pk.hex}"' in html
+    cards = html[html.index('id="gallery-jobs"') :]
+    # Cards and images without the page around them: about 1.1 KB an image, buttons and all.
+    assert len(cards.encode()) / len(assets) < 1300

@@ -40,7 +40,7 @@ def test_it_creates_a_job_and_returns_its_card_for_the_top_of_the_gallery(alice_
     html = response.content.decode()
     assert html.lstrip().startswith(f'<article id="job-{job.pk}"')
     assert "Generating 0/4..." in html
-    assert 'hx-trigger="every 1s"' in html
+    assert 'hx-trigger="every 100ms"' in html
     # Out of band: the balance, a fresh idempotency key and cleared errors.
     assert 'id="credits" class="credits" hx-swap-oob="true"' in html and "99 credits" in html
     assert re.search(r'id="idempotency-key" value="[0-9a-f-]{36}" hx-swap-oob="true"', html)

@@ -20,7 +20,7 @@ def test_retry_reopens_only_the_failed_images_and_the_card_polls_again(alice_cli
     assert job.status == JobStatus.RUNNING
     assert sorted(job.slots.filter(status=SlotStatus.PENDING).values_list("index", flat=True)) == [1, 3]
     html = response.content.decode()
-    assert 'hx-trigger="every 1s"' in html
+    assert 'hx-trigger="every 100ms"' in html
     assert "Generating 2/4..." in html
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
 from django.urls import reverse
 
 from generation.models import JobStatus
 from generation.services.finish import job_finish_if_done, slot_fail
+from studio.job_cards import card_version
 from tests.studio.helpers import htmx, make_job
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +29,11 @@ def test_a_running_job_shows_progress_and_keeps_polling(alice_client, alice, mod
     html = response.content.decode()
     assert "Generating 2/4..." in html
     assert 'role="progressbar"' in html and 'data-step="10"' in html  # 2 of 4: 10 × 5%
-    assert f'hx-get="/jobs/{job.pk}/card" hx-trigger="every 1s" hx-swap="outerHTML"' in html
+    # Served on WSGI (the test client), a page has no live stream: its running cards poll quickly,
+    # naming the version they show.
+    version = card_version(job.status, job.updated_at, False)
+    assert f'hx-get="/jobs/{job.pk}/card?v={quote(version)}" hx-trigger="every 100ms" hx-swap="outerHTML"' in html
+    assert "sse-swap" not in html
     assert html.count('class="tile placeholder"') == 2
     assert "Cancel" in html
 
@@ -100,3 +109,47 @@ def test_without_htmx_it_still_renders(alice_client, alice, model):
 def test_another_users_job_is_a_404(alice_client, bob, model):
     job = make_job(bob, model)
     assert card(alice_client, job).status_code == 404
+
+
+def asgi_card(user, job) -> tuple[int, str]:
+    """The card as a page served on ASGI (the Procfile's web) gets it."""
+
+    async def get():
+        client = AsyncClient()
+        await client.aforce_login(user)
+        response = await client.get(reverse("studio:job-card", args=[job.pk]), headers={"HX-Request": "true"})
+        return response.status_code, response.content.decode()
+
+    return async_to_sync(get)()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_asgi_with_redis_a_running_card_swaps_on_its_event_and_polls_as_a_backstop(alice, model, settings):
+    job = make_job(alice, model, status=JobStatus.RUNNING, pending=(2, 3))
+    status, html = asgi_card(alice, job)
+    assert status == 200
+    assert f'sse-swap="job-{job.pk}"' in html and 'hx-trigger="every 5s"' in html
+
+    settings.REDIS_URL = ""  # make run: nothing is published, so the card polls quickly instead
+    status, html = asgi_card(alice, job)
+    assert 'hx-trigger="every 100ms"' in html and "sse-swap" not in html
+
+
+def test_a_poll_that_shows_the_current_version_gets_204_and_a_changed_one_the_card(alice_client, alice, model):
+    job = make_job(alice, model, status=JobStatus.RUNNING, pending=(2, 3))
+    url = reverse("studio:job-card", args=[job.pk])
+    shown = card_version(job.status, job.updated_at, False)
+
+    unchanged = alice_client.get(url, {"v": shown}, **htmx())
+    assert unchanged.status_code == 204 and unchanged.content == b""
+
+    slot_fail(job.slots.get(index=2).pk, job.pk, "Safety filter blocked it.")
+    changed = alice_client.get(url, {"v": shown}, **htmx())
+    assert changed.status_code == 200
+    assert "Generating 3/4..." in changed.content.decode()
+
+
+def test_a_version_poll_of_another_users_job_is_404(alice_client, bob, model):
+    job = make_job(bob, model, status=JobStatus.RUNNING, pending=(2, 3))
+    response = alice_client.get(reverse("studio:job-card", args=[job.pk]), {"v": "x"}, **htmx())
+    assert response.status_code == 404

@@ -74,6 +74,21 @@ def test_submit_is_pending_until_the_latency_has_passed():
     assert done.status == ResultStatus.SUCCEEDED and len(done.images) == 1
 
 
+def test_per_image_latencies_make_each_request_wait_for_its_slowest_image(settings):
+    def latency(**fields) -> float:
+        request = GenerationRequest(prompt="x", request_id="r1", **fields)
+        return ENGINE.submit(request).poll_after
+
+    simulate = {"simulate": {"latency": 9, "latencies": [1, 2, 3, 4]}}
+    assert 0.9 < latency(num_images=1, batch_indexes=[0], params=simulate) <= 1
+    assert 2.9 < latency(num_images=1, batch_indexes=[2], params=simulate) <= 3
+    assert 3.9 < latency(num_images=4, params=simulate) <= 4
+    # An index past the list takes the single latency; the setting serves when the job names none.
+    assert 8.9 < latency(num_images=1, batch_indexes=[5], params=simulate) <= 9
+    settings.OFFLINE_IMAGE_LATENCIES = [0.5, 6.0]
+    assert 5.9 < latency(num_images=1, batch_indexes=[1], params={}) <= 6
+
+
 def test_simulated_failures_are_per_image_and_stable_per_attempt():
     request = GenerationRequest(
         prompt="x", num_images=4, batch_indexes=[0, 1, 2, 3], params={"simulate": {"latency": 0, "fail_indexes": [2]}}
