@@ -30,6 +30,8 @@ POLL = "generation.tasks.request_poll_task"
 WEBHOOK = "generation.tasks.request_webhook_task"
 RECOVER = "generation.tasks.request_recover_task"
 CANCEL = "generation.tasks.request_cancel_task"
+# Runs on the GPU worker only: settings.CELERY_TASK_ROUTES sends it to the "gpu" queue.
+GPU_BATCH = "generation.tasks.gpu_batch_task"
 
 # The step a runs.Next asks for, by its action; "done" asks for nothing.
 _FOLLOW_UPS = {"submit": SUBMIT, "poll": POLL}
@@ -61,6 +63,11 @@ def webhook_poll(request_id: uuid.UUID | str) -> None:
 
 def provider_cancel(request_id: uuid.UUID | str) -> None:
     after_commit(CANCEL, request_id)
+
+
+def gpu_batch(request_id: uuid.UUID | str) -> None:
+    """Ask the GPU worker to run a local request (with whatever else can share its call)."""
+    after_commit(GPU_BATCH, request_id)
 
 
 def follow(request_id: uuid.UUID | str, step: Next) -> None:

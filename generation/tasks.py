@@ -51,3 +51,11 @@ def request_cancel_task(request_id: str) -> None:
 @shared_task(**_TASK)
 def jobs_sweep_task() -> None:
     enqueue.sweep(sweeper.jobs_sweep())
+
+
+@shared_task(**_TASK)
+def gpu_batch_task(request_id: str) -> None:
+    # Routed to the "gpu" queue (settings.CELERY_TASK_ROUTES): only the GPU worker imports torch.
+    from generation.gpu import batches
+
+    batches.run_batches(request_id)

@@ -11,6 +11,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
 
 logger = logging.getLogger(__name__)
 
+# The queue of the local GPU worker's tasks (settings.CELERY_TASK_ROUTES sends them there).
+GPU_QUEUE = "gpu"
+
 app = Celery("studio", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
@@ -53,11 +56,23 @@ class _WorkerBeat:
         while not self._stop.is_set():
             try:
                 heartbeat.record_worker(
-                    hostname=self.hostname, queues=self.queues, running=self.running, pid=os.getpid()
+                    hostname=self.hostname,
+                    queues=self.queues,
+                    running=self.running,
+                    pid=os.getpid(),
+                    details=self._details(),
                 )
             except Exception:  # the cache is down: the next beat tries again
                 logger.warning("could not record this worker's heartbeat", exc_info=True)
             self._stop.wait(heartbeat.WORKER_BEAT_SECONDS)
+
+    def _details(self) -> dict:
+        if GPU_QUEUE not in self.queues:
+            return {}
+        # Only the GPU worker imports it (it loads torch): the others never consume that queue.
+        from generation.gpu import batches
+
+        return batches.worker_details()
 
     def stop(self) -> None:
         from generation import heartbeat
@@ -86,7 +101,15 @@ def _count_task_finished(**_kwargs: object) -> None:
 def _start_worker_beat(sender: object = None, **_kwargs: object) -> None:
     consumer = getattr(sender, "task_consumer", None)
     queues = [queue.name for queue in getattr(consumer, "queues", [])] or [app.conf.task_default_queue]
-    _beat.start(getattr(sender, "hostname", "") or f"worker-{os.getpid()}", queues)
+    hostname = getattr(sender, "hostname", "") or f"worker-{os.getpid()}"
+    if GPU_QUEUE in queues:
+        # The GPU worker (Procfile worker-gpu) loads its pipeline before it takes any work, and
+        # says so in its first beat: routing sends the local model nothing until then.
+        from generation.gpu import batches
+
+        batches.set_identity(hostname, os.getpid())
+        batches.start_worker()
+    _beat.start(hostname, queues)
 
 
 @worker_ready.connect
