@@ -108,6 +108,13 @@ def _fresh(entry: dict) -> bool:
     return isinstance(entry, dict) and time.time() - float(entry.get("at", 0)) <= WORKER_SEEN_SECONDS
 
 
+# The GPU worker (Procfile worker-gpu) beats this often, and is taken for dead after three missed
+# beats: the local provider's polls then move its waiting images to the next model of the chain.
+GPU_BEAT_SECONDS = 2
+GPU_SEEN_SECONDS = 3 * GPU_BEAT_SECONDS
+
+
 def gpu_workers() -> list[WorkerSeen]:
-    """The live workers that hold a loaded GPU pipeline (generation.gpu.batches says so in its beat)."""
-    return [worker for worker in workers_seen() if worker.details.get("gpu")]
+    """The GPU workers that hold a loaded pipeline (generation.gpu.batches says so in their beat)
+    and beat within GPU_SEEN_SECONDS."""
+    return [worker for worker in workers_seen() if worker.details.get("gpu") and worker.age <= GPU_SEEN_SECONDS]

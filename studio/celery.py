@@ -11,9 +11,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
 
 logger = logging.getLogger(__name__)
 
-# The queue of the local GPU worker's tasks (settings.CELERY_TASK_ROUTES sends them there).
-GPU_QUEUE = "gpu"
-
 app = Celery("studio", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
@@ -37,6 +34,8 @@ class _WorkerBeat:
         self._stop = threading.Event()
         self.hostname = ""
         self.queues: list[str] = []
+        # The GPU worker beats more often: routing moves its work elsewhere within seconds of its death.
+        self.gpu = False
 
     def task_started(self) -> None:
         with self._lock:
@@ -46,8 +45,8 @@ class _WorkerBeat:
         with self._lock:
             self.running = max(0, self.running - 1)
 
-    def start(self, hostname: str, queues: list[str]) -> None:
-        self.hostname, self.queues = hostname, queues
+    def start(self, hostname: str, queues: list[str], *, gpu: bool = False) -> None:
+        self.hostname, self.queues, self.gpu = hostname, queues, gpu
         threading.Thread(target=self._run, name="worker-beat", daemon=True).start()
 
     def _run(self) -> None:
@@ -64,15 +63,20 @@ class _WorkerBeat:
                 )
             except Exception:  # the cache is down: the next beat tries again
                 logger.warning("could not record this worker's heartbeat", exc_info=True)
-            self._stop.wait(heartbeat.WORKER_BEAT_SECONDS)
+            self._stop.wait(heartbeat.GPU_BEAT_SECONDS if self.gpu else heartbeat.WORKER_BEAT_SECONDS)
 
     def _details(self) -> dict:
-        if GPU_QUEUE not in self.queues:
+        if not self.gpu:
             return {}
         # Only the GPU worker imports it (it loads torch): the others never consume that queue.
+        from django.db import connection
+
         from generation.gpu import batches
 
-        return batches.worker_details()
+        try:
+            return batches.worker_details()
+        finally:
+            connection.close()  # this thread's own connection: not held between beats
 
     def stop(self) -> None:
         from generation import heartbeat
@@ -101,15 +105,18 @@ def _count_task_finished(**_kwargs: object) -> None:
 def _start_worker_beat(sender: object = None, **_kwargs: object) -> None:
     consumer = getattr(sender, "task_consumer", None)
     queues = [queue.name for queue in getattr(consumer, "queues", [])] or [app.conf.task_default_queue]
+    from django.conf import settings
+
     hostname = getattr(sender, "hostname", "") or f"worker-{os.getpid()}"
-    if GPU_QUEUE in queues:
+    gpu = settings.GPU_QUEUE in queues
+    if gpu:
         # The GPU worker (Procfile worker-gpu) loads its pipeline before it takes any work, and
         # says so in its first beat: routing sends the local model nothing until then.
         from generation.gpu import batches
 
         batches.set_identity(hostname, os.getpid())
         batches.start_worker()
-    _beat.start(hostname, queues)
+    _beat.start(hostname, queues, gpu=gpu)
 
 
 @worker_ready.connect

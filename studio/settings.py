@@ -221,8 +221,9 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "studio")
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# The local GPU worker's batches run only on the worker that consumes "gpu" (Procfile worker-gpu).
-CELERY_TASK_ROUTES = {"generation.tasks.gpu_batch_task": {"queue": "gpu"}}
+# The local GPU worker's batches run only on the worker that consumes this queue (Procfile worker-gpu).
+GPU_QUEUE = env_str("GPU_QUEUE", "gpu")
+CELERY_TASK_ROUTES = {"generation.tasks.gpu_batch_task": {"queue": GPU_QUEUE}}
 # Stopping a worker. SIGTERM (a deploy, a scale-down) is Celery's warm shutdown: the worker stops
 # taking messages, hands back at once those it holds for later (countdowns) and finishes the tasks
 # it runs; what a SIGKILL cuts stays unacknowledged (acks_late) and the sweeper sends it again.
