@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench faults clean venv venv-dev
+.PHONY: run test lint format bench bench-gpu faults clean venv venv-dev
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -56,6 +56,11 @@ bench: venv-dev
 	@tests/infra/services.sh start
 	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
 	  rc=0; $(PY) bench/batch_latency.py || rc=$$?; tests/infra/services.sh stop; exit $$rc
+
+# The GPU worker's throughput (not part of `make test`): images/s at batch 1-8 and x1 latency on
+# whatever device it finds; on the CPU the tiny test pipeline at tiny sizes (a smoke test only).
+bench-gpu: venv-dev
+	$(PY) bench/gpu_worker.py $(BENCH_GPU_ARGS)
 
 # The fault suite (not part of `make test`): kills workers, Redis and database connections under
 # load and prints lost / duplicate / double-charge / double-submit / recovery figures per fault.
