@@ -243,6 +243,9 @@ COMFYUI_BASE_URL = env_str("COMFYUI_BASE_URL")
 # it loads at start. Set on the web too, the local model is offered while no GPU worker beats (and
 # then routed around); unset there, it is offered only while one does.
 LOCAL_SDXL_MODEL = env_str("LOCAL_SDXL_MODEL")
+# For a single-file LOCAL_SDXL_MODEL: a diffusers folder of SDXL's configs (no weights needed), so
+# loading never reaches a hub.
+LOCAL_SDXL_CONFIG = env_str("LOCAL_SDXL_CONFIG")
 # How long a local request may wait for the GPU before it moves to the next model of the chain.
 LOCAL_GPU_MAX_WAIT_SECONDS = env_float("LOCAL_GPU_MAX_WAIT_SECONDS", 90.0)
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL")

@@ -54,7 +54,7 @@ def start_worker(source: str | None = None):
     if not source:
         raise ImproperlyConfigured("The GPU worker needs LOCAL_SDXL_MODEL: a diffusers folder or .safetensors file.")
     started = time.monotonic()
-    _runner = SdxlRunner.load(source)
+    _runner = SdxlRunner.load(source, config=settings.LOCAL_SDXL_CONFIG)
     logger.info("GPU worker: %s loaded on %s in %.1fs", source, _runner.device, time.monotonic() - started)
     return _runner
 

@@ -39,15 +39,18 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_pipeline(source: str, *, device: str | None = None) -> StableDiffusionXLPipeline:
+def load_pipeline(source: str, *, device: str | None = None, config: str = "") -> StableDiffusionXLPipeline:
     """The txt2img pipeline from a diffusers folder or a single checkpoint file, fp16 on CUDA and
-    fp32 on the CPU (fp16 convolutions are slow or missing there). Never reaches a hub."""
+    fp32 on the CPU (fp16 convolutions are slow or missing there). Never reaches a hub: a single
+    file takes its components' configs from `config`, a diffusers folder of SDXL (weights not needed)."""
     device = device or pick_device()
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     if os.path.isdir(source):
         pipe = AutoPipelineForText2Image.from_pretrained(source, dtype=dtype, local_files_only=True)
     elif os.path.isfile(source) and source.endswith(SINGLE_FILE_SUFFIXES):
-        pipe = StableDiffusionXLPipeline.from_single_file(source, dtype=dtype, local_files_only=True)
+        pipe = StableDiffusionXLPipeline.from_single_file(
+            source, config=config or None, dtype=dtype, local_files_only=True
+        )
     else:
         raise FileNotFoundError(f"LOCAL_SDXL_MODEL {source!r} is neither a diffusers folder nor a .safetensors file")
     pipe = pipe.to(device)
@@ -73,8 +76,8 @@ class SdxlRunner:
         self.size_multiple = max(8, int(txt2img.vae_scale_factor) * downsamples)
 
     @classmethod
-    def load(cls, source: str, *, device: str | None = None) -> SdxlRunner:
-        return cls(load_pipeline(source, device=device), source=source)
+    def load(cls, source: str, *, device: str | None = None, config: str = "") -> SdxlRunner:
+        return cls(load_pipeline(source, device=device, config=config), source=source)
 
     def describe(self) -> dict:
         return {"model": os.path.basename(self.source.rstrip("/")) or "pipeline", "device": self.device}
