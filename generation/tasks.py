@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from generation import enqueue
+from generation.gpu import startup  # noqa: F401 - connects the GPU worker's start to worker_ready
 from generation.services import runs, sweeper
 from generation.services.control import request_provider_cancel
 

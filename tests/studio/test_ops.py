@@ -80,7 +80,7 @@ class TestSections:
         details = {"gpu": True, "model": "sdxl-base-1.0", "device": "cuda:0", "waiting": 5}
         heartbeat.record_worker(hostname="celery@gpu-1", queues=["gpu"], running=1, pid=12, details=details)
         html = staff_client.get(OPS, **htmx()).content.decode()
-        assert "<td>celery@gpu-1</td><td>sdxl-base-1.0</td><td>cuda:0</td><td>5</td>" in html
+        assert "<td>celery@gpu-1</td><td>sdxl-base-1.0 on cuda:0</td><td>5</td>" in html
         assert "No GPU worker is running" not in html
 
     def test_it_says_when_no_worker_is_running(self, staff_client):

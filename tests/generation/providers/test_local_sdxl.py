@@ -131,4 +131,4 @@ def test_with_a_live_worker_the_submit_goes_to_the_gpu_queue(alice, settings, dj
     assert ("generation.tasks.gpu_batch_task", str(request_id)) in [c.args for c in send.call_args_list]
     from studio.celery import app
 
-    assert app.amqp.router.route({}, "generation.tasks.gpu_batch_task")["queue"].name == "gpu"
+    assert app.amqp.router.route({}, "generation.tasks.gpu_batch_task")["queue"].name == settings.GPU_QUEUE
