@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench bench-batch-stream bench-browser faults clean venv venv-dev
+.PHONY: run test lint format bench bench-batch-stream bench-browser bench-gpu faults clean venv venv-dev
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -60,12 +60,18 @@ bench: venv-dev
 # Batch Mode's results file: streamed with bounded memory (bench/batch_results_stream.py; no services).
 bench-batch-stream: venv-dev
 	$(PY) bench/batch_results_stream.py
+
 # The browser's figures (not part of `make test`): the gallery page's render time and size, and
 # click -> first image visible (live and polled) in chromium against the studio on ASGI.
 bench-browser: venv-dev
 	@tests/infra/services.sh start
 	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
 	  rc=0; $(PY) bench/browser.py $(BENCH_ARGS) || rc=$$?; tests/infra/services.sh stop; exit $$rc
+
+# The GPU worker's throughput (not part of `make test`): images/s at batch 1-8 and x1 latency on
+# whatever device it finds; on the CPU the tiny test pipeline at tiny sizes (a smoke test only).
+bench-gpu: venv-dev
+	$(PY) bench/gpu_worker.py $(BENCH_GPU_ARGS)
 
 # The fault suite (not part of `make test`): kills workers, Redis and database connections under
 # load and prints lost / duplicate / double-charge / double-submit / recovery figures per fault.

@@ -35,6 +35,8 @@ BATCH_SUBMIT = "generation.tasks.batch_submit_task"
 BATCH_POLL = "generation.tasks.batch_poll_task"
 BATCH_RECOVER = "generation.tasks.batch_recover_task"
 BATCH_CANCEL = "generation.tasks.batch_cancel_task"
+# Runs on the GPU worker only: settings.CELERY_TASK_ROUTES sends it to the "gpu" queue.
+GPU_BATCH = "generation.tasks.gpu_batch_task"
 
 # The step a runs.Next asks for, by its action; "done" asks for nothing.
 _FOLLOW_UPS = {"submit": SUBMIT, "poll": POLL}
@@ -66,6 +68,11 @@ def webhook_poll(request_id: uuid.UUID | str) -> None:
 
 def provider_cancel(request_id: uuid.UUID | str) -> None:
     after_commit(CANCEL, request_id)
+
+
+def gpu_batch(request_id: uuid.UUID | str) -> None:
+    """Ask the GPU worker to run a local request (with whatever else can share its call)."""
+    after_commit(GPU_BATCH, request_id)
 
 
 def follow(request_id: uuid.UUID | str, step: Next) -> None:

@@ -8,7 +8,7 @@ queued for ever when the worker (or beat) is down; operations read which workers
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
@@ -53,13 +53,17 @@ class WorkerSeen:
     running: int
     pid: int
     at: float
+    # What a worker adds about itself: the GPU worker's model, device, batch limit and queue depth.
+    details: dict = field(default_factory=dict)
 
     @property
     def age(self) -> float:
         return max(0.0, time.time() - self.at)
 
 
-def record_worker(*, hostname: str, queues: list[str], running: int, pid: int, at: float | None = None) -> None:
+def record_worker(
+    *, hostname: str, queues: list[str], running: int, pid: int, at: float | None = None, details: dict | None = None
+) -> None:
     """One worker's beat. The entries share one cache key: read-modify-write may drop another
     worker's entry for one beat, which its next beat restores."""
     seen = {name: entry for name, entry in (cache.get(WORKERS_KEY) or {}).items() if _fresh(entry)}
@@ -68,6 +72,7 @@ def record_worker(*, hostname: str, queues: list[str], running: int, pid: int, a
         "running": running,
         "pid": pid,
         "at": at if at is not None else time.time(),
+        "details": details or {},
     }
     cache.set(WORKERS_KEY, seen, timeout=WORKER_SEEN_SECONDS)
 
@@ -90,6 +95,7 @@ def workers_seen() -> list[WorkerSeen]:
                 running=int(entry.get("running", 0)),
                 pid=int(entry.get("pid", 0)),
                 at=float(entry["at"]),
+                details=dict(entry.get("details") or {}),
             )
             for name, entry in entries.items()
             if _fresh(entry)
@@ -100,3 +106,15 @@ def workers_seen() -> list[WorkerSeen]:
 
 def _fresh(entry: dict) -> bool:
     return isinstance(entry, dict) and time.time() - float(entry.get("at", 0)) <= WORKER_SEEN_SECONDS
+
+
+# The GPU worker (Procfile worker-gpu) beats this often, and is taken for dead after three missed
+# beats: the local provider's polls then move its waiting images to the next model of the chain.
+GPU_BEAT_SECONDS = 2
+GPU_SEEN_SECONDS = 3 * GPU_BEAT_SECONDS
+
+
+def gpu_workers() -> list[WorkerSeen]:
+    """The GPU workers that hold a loaded pipeline (generation.gpu.batches says so in their beat)
+    and beat within GPU_SEEN_SECONDS."""
+    return [worker for worker in workers_seen() if worker.details.get("gpu") and worker.age <= GPU_SEEN_SECONDS]

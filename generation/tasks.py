@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from generation import enqueue
+from generation.gpu import startup  # noqa: F401 - connects the GPU worker's start to worker_ready
 from generation.services import batches, runs, sweeper
 from generation.services.control import request_provider_cancel
 
@@ -76,3 +77,11 @@ def batch_cancel_task(batch_id: str) -> None:
 @shared_task(**_TASK)
 def batches_sweep_task() -> None:
     enqueue.batches_sweep(batches.batches_sweep())
+
+
+@shared_task(**_TASK)
+def gpu_batch_task(request_id: str) -> None:
+    # Routed to the "gpu" queue (settings.CELERY_TASK_ROUTES): only the GPU worker imports torch.
+    from generation.gpu import batches as gpu_batches
+
+    gpu_batches.run_batches(request_id)

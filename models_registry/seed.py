@@ -149,6 +149,19 @@ MODELS: list[dict[str, Any]] = [
         "priority": 20,
     },
     {
+        # The studio's own GPU worker (Procfile worker-gpu, generation.gpu), first in the i2i chain
+        # as the I2I note orders (priority above ComfyUI's). max_images is its batch limit across
+        # jobs: staff raise it where the GPU holds more (4-8 at 1024x1024 on an 80 GB card).
+        "key": "local/sdxl",
+        "display_name": "SDXL (local GPU)",
+        "provider": "local",
+        "tasks": ["t2i", "i2i"],
+        "input_schema": {"type": "object", "properties": {"prompt": {"type": "string"}}},
+        "capabilities": {"max_images": 4, "negative_prompt": True, "seed": True},
+        "price_per_image": Decimal("0"),
+        "priority": 25,
+    },
+    {
         "key": "offline/portrait-engine",
         "display_name": "Offline preview engine",
         "provider": "offline",

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutting_down
@@ -34,6 +35,10 @@ class _WorkerBeat:
         self._stop = threading.Event()
         self.hostname = ""
         self.queues: list[str] = []
+        # What this worker adds about itself, and how often it beats (the GPU worker sets both:
+        # generation.gpu.startup).
+        self.details: Callable[[], dict] | None = None
+        self.interval: float = 0.0
 
     def task_started(self) -> None:
         with self._lock:
@@ -47,17 +52,34 @@ class _WorkerBeat:
         self.hostname, self.queues = hostname, queues
         threading.Thread(target=self._run, name="worker-beat", daemon=True).start()
 
+    def describe_with(self, details: Callable[[], dict], *, interval: float) -> None:
+        """Beat with `details` every `interval` seconds from now on, starting with one beat now."""
+        self.details, self.interval = details, interval
+        if self.hostname:
+            self.beat_once()
+
+    def beat_once(self) -> None:
+        from django.db import connection
+
+        from generation import heartbeat
+
+        try:
+            details = self.details() if self.details else {}
+            heartbeat.record_worker(
+                hostname=self.hostname, queues=self.queues, running=self.running, pid=os.getpid(), details=details
+            )
+        except Exception:  # the cache is down: the next beat tries again
+            logger.warning("could not record this worker's heartbeat", exc_info=True)
+        finally:
+            if self.details:
+                connection.close()  # details may read the database: this thread holds no connection between beats
+
     def _run(self) -> None:
         from generation import heartbeat
 
         while not self._stop.is_set():
-            try:
-                heartbeat.record_worker(
-                    hostname=self.hostname, queues=self.queues, running=self.running, pid=os.getpid()
-                )
-            except Exception:  # the cache is down: the next beat tries again
-                logger.warning("could not record this worker's heartbeat", exc_info=True)
-            self._stop.wait(heartbeat.WORKER_BEAT_SECONDS)
+            self.beat_once()
+            self._stop.wait(self.interval or heartbeat.WORKER_BEAT_SECONDS)
 
     def stop(self) -> None:
         from generation import heartbeat
@@ -69,24 +91,24 @@ class _WorkerBeat:
             logger.warning("could not remove this worker's heartbeat", exc_info=True)
 
 
-_beat = _WorkerBeat()
+worker_beat = _WorkerBeat()
 
 
 @task_prerun.connect
 def _count_task_started(**_kwargs: object) -> None:
-    _beat.task_started()
+    worker_beat.task_started()
 
 
 @task_postrun.connect
 def _count_task_finished(**_kwargs: object) -> None:
-    _beat.task_finished()
+    worker_beat.task_finished()
 
 
 @worker_ready.connect
 def _start_worker_beat(sender: object = None, **_kwargs: object) -> None:
     consumer = getattr(sender, "task_consumer", None)
     queues = [queue.name for queue in getattr(consumer, "queues", [])] or [app.conf.task_default_queue]
-    _beat.start(getattr(sender, "hostname", "") or f"worker-{os.getpid()}", queues)
+    worker_beat.start(getattr(sender, "hostname", "") or f"worker-{os.getpid()}", queues)
 
 
 @worker_ready.connect
@@ -103,4 +125,4 @@ def _serve_worker_metrics(**_kwargs: object) -> None:
 
 @worker_shutting_down.connect
 def _stop_worker_beat(**_kwargs: object) -> None:
-    _beat.stop()
+    worker_beat.stop()

@@ -223,6 +223,9 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "studio")
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The local GPU worker's batches run only on the worker that consumes this queue (Procfile worker-gpu).
+GPU_QUEUE = env_str("GPU_QUEUE", "gpu")
+CELERY_TASK_ROUTES = {"generation.tasks.gpu_batch_task": {"queue": GPU_QUEUE}}
 # Stopping a worker. SIGTERM (a deploy, a scale-down) is Celery's warm shutdown: the worker stops
 # taking messages, hands back at once those it holds for later (countdowns) and finishes the tasks
 # it runs; what a SIGKILL cuts stays unacknowledged (acks_late) and the sweeper sends it again.
@@ -238,6 +241,15 @@ FAL_KEY = env_secret("FAL_KEY")
 REPLICATE_API_TOKEN = env_secret("REPLICATE_API_TOKEN")
 GEMINI_API_KEY = env_secret("GEMINI_API_KEY")
 COMFYUI_BASE_URL = env_str("COMFYUI_BASE_URL")
+# The local GPU worker (Procfile worker-gpu): a diffusers SDXL folder or a single .safetensors file
+# it loads at start. Set on the web too, the local model is offered while no GPU worker beats (and
+# then routed around); unset there, it is offered only while one does.
+LOCAL_SDXL_MODEL = env_str("LOCAL_SDXL_MODEL")
+# For a single-file LOCAL_SDXL_MODEL: a diffusers folder of SDXL's configs (no weights needed), so
+# loading never reaches a hub.
+LOCAL_SDXL_CONFIG = env_str("LOCAL_SDXL_CONFIG")
+# How long a local request may wait for the GPU before it moves to the next model of the chain.
+LOCAL_GPU_MAX_WAIT_SECONDS = env_float("LOCAL_GPU_MAX_WAIT_SECONDS", 90.0)
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL")
 # Webhooks (asked for only when PUBLIC_BASE_URL is set): Replicate's signing secret is the
 # "whsec_..." key of GET /v1/webhooks/default/secret; fal signs with keys from its JWKS.

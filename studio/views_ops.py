@@ -77,6 +77,7 @@ def _live_context() -> dict[str, Any]:
     depths, queue_error = _queue_depths()
     return {
         "workers": heartbeat.workers_seen(),
+        "gpu_workers": heartbeat.gpu_workers(),
         "sweep_age": heartbeat.last_sweep_age(),
         "depths": depths,
         "queue_error": queue_error,

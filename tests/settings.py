@@ -14,6 +14,7 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="charstudio-media-"))
 _RUN = uuid.uuid4().hex[:8]
 os.environ.setdefault("CELERY_DEFAULT_QUEUE", f"tests-{_RUN}")
+os.environ.setdefault("GPU_QUEUE", f"tests-gpu-{_RUN}")
 # Cache keys (rate limits, provider cool-downs, health) are this run's own too.
 os.environ.setdefault("CACHE_KEY_PREFIX", f"tests-{_RUN}")
 os.environ.setdefault("OFFLINE_LATENCY_SECONDS", "0.05")

@@ -21,8 +21,15 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def start_worker(*, concurrency: int = 8, extra_env: dict[str, str] | None = None, name: str = "worker"):
-    """Start `celery worker` on this run's queue, pointed at the test database; wait until ready."""
+def start_worker(
+    *,
+    concurrency: int = 8,
+    extra_env: dict[str, str] | None = None,
+    name: str = "worker",
+    queues: str | None = None,
+    pool: str = "threads",
+):
+    """Start `celery worker` on this run's queue (or `queues`), pointed at the test database; wait until ready."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_path = ARTIFACTS / f"celery-{name}.log"
     env = {
@@ -42,11 +49,11 @@ def start_worker(*, concurrency: int = 8, extra_env: dict[str, str] | None = Non
             "studio",
             "worker",
             "--pool",
-            "threads",
+            pool,
             "--concurrency",
             str(concurrency),
             "--queues",
-            settings.CELERY_TASK_DEFAULT_QUEUE,
+            queues or settings.CELERY_TASK_DEFAULT_QUEUE,
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

@@ -61,7 +61,11 @@ PROVIDER_KINDS: dict[str, ProviderKind] = {
             batch_adapter="generation.providers.gemini_batch.GeminiBatch",
         ),
         ProviderKind("comfyui", "ComfyUI", "generation.providers.comfyui.ComfyUI", concurrency=2, local=True),
-        ProviderKind("local", "Local GPU worker", "generation.providers.comfyui.ComfyUI", concurrency=1, local=True),
+        # Its submit only queues the request for the GPU worker (generation.gpu.batches), which
+        # batches across jobs itself: many submits may run at once.
+        ProviderKind(
+            "local", "Local GPU worker", "generation.providers.local_sdxl.LocalSdxl", concurrency=16, local=True
+        ),
         ProviderKind("offline", "Offline engine", "generation.providers.offline.OfflineEngine", concurrency=16),
     )
 }

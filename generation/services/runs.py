@@ -35,6 +35,7 @@ from generation.models import (
 )
 from generation.providers import get_provider
 from generation.providers.base import GenerationRequest, ProviderError, ProviderResult, Reference, ResultStatus
+from generation.providers.local_sdxl import SEND_TO_GPU
 from generation.services import routing
 from generation.services.finish import job_finish_if_done, slot_fail
 from generation.services.store import slot_store
@@ -370,6 +371,9 @@ def request_recover(request_id: uuid.UUID | str) -> Next:
 
 def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
     if result.status == ResultStatus.PENDING:
+        if result.metadata.get(SEND_TO_GPU):
+            # The local GPU worker runs it (generation.providers.local_sdxl); its polls are the watchdog.
+            enqueue.gpu_batch(request.pk)
         ProviderRequest.objects.filter(pk=request.pk).update(
             external_id=result.external_id or request.external_id,
             handles=result.handles or request.handles,

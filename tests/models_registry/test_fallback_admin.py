@@ -109,8 +109,13 @@ class TestSeededChains:
     def test_it_seeds_the_product_orders(self):
         seed()
         assert chain_keys("t2i") == ["fal-ai/flux-2/flash", "stability-ai/sdxl", "gemini-2.5-flash-image"]
-        # Local first (the seeded ComfyUI model), then Replicate, then fal.
-        assert chain_keys("i2i") == ["comfyui/sdxl-base-1.0", "stability-ai/sdxl", "fal-ai/flux-2/flash/edit"]
+        # Local first (the GPU worker's model, then ComfyUI's), then Replicate, then fal.
+        assert chain_keys("i2i") == [
+            "local/sdxl",
+            "comfyui/sdxl-base-1.0",
+            "stability-ai/sdxl",
+            "fal-ai/flux-2/flash/edit",
+        ]
         assert chain_keys("i2i_multi") == [
             "fal-ai/flux-2/flash/edit",
             "fal-ai/bytedance/seedream/v4.5/edit",
@@ -124,8 +129,9 @@ class TestSeededChains:
 
         local = {"key": "comfyui/sdxl", "display_name": "Local SDXL", "provider": "comfyui", "tasks": ["t2i", "i2i"]}
         monkeypatch.setattr(seed_data, "MODELS", [*seed_data.MODELS, local])
-        # Every local model leads, highest priority first (the seeded ComfyUI row has 20, this one 0).
+        # Every local model leads, highest priority first (the GPU worker's 25, ComfyUI's 20, this one 0).
         assert seed_data.fallback_chain_keys("i2i") == [
+            "local/sdxl",
             "comfyui/sdxl-base-1.0",
             "comfyui/sdxl",
             "stability-ai/sdxl",

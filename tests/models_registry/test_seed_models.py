@@ -98,9 +98,9 @@ def test_a_rerun_keeps_staff_edits_to_the_comfyui_settings():
 
 
 def test_the_local_chain_marker_stands_for_the_models_of_every_local_kind(monkeypatch):
-    assert seed_data.fallback_chain_keys("i2i")[0] == "comfyui/sdxl-base-1.0"
+    assert seed_data.fallback_chain_keys("i2i")[:2] == ["local/sdxl", "comfyui/sdxl-base-1.0"]
     farm = dataclasses.replace(PROVIDER_KINDS["comfyui"], key="gpu-farm", label="GPU farm")
     monkeypatch.setitem(PROVIDER_KINDS, farm.key, farm)
     row = {"key": "gpu-farm/sdxl", "provider": farm.key, "tasks": ["i2i"], "priority": 90}
     monkeypatch.setattr(seed_data, "MODELS", [*seed_data.MODELS, row])
-    assert seed_data.fallback_chain_keys("i2i")[:3] == ["gpu-farm/sdxl", "comfyui/sdxl-base-1.0", "stability-ai/sdxl"]
+    assert seed_data.fallback_chain_keys("i2i")[:3] == ["gpu-farm/sdxl", "local/sdxl", "comfyui/sdxl-base-1.0"]

@@ -75,6 +75,14 @@ class TestSections:
         assert "celery@box-1" in html and "studio, io" in html and "7 s ago" in html
         assert "<td>3</td>" in html
 
+    def test_it_shows_the_gpu_workers_model_device_and_waiting_requests(self, staff_client):
+        assert "No GPU worker is running" in staff_client.get(OPS).content.decode()
+        details = {"gpu": True, "model": "sdxl-base-1.0", "device": "cuda:0", "waiting": 5}
+        heartbeat.record_worker(hostname="celery@gpu-1", queues=["gpu"], running=1, pid=12, details=details)
+        html = staff_client.get(OPS, **htmx()).content.decode()
+        assert "<td>celery@gpu-1</td><td>sdxl-base-1.0 on cuda:0</td><td>5</td>" in html
+        assert "No GPU worker is running" not in html
+
     def test_it_says_when_no_worker_is_running(self, staff_client):
         assert "No worker has beaten in the last minute" in staff_client.get(OPS).content.decode()
 
