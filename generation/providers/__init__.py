@@ -12,10 +12,28 @@ if TYPE_CHECKING:
     from models_registry.models import ApiModel
 
 
-def adapter_class(kind: str) -> type[Provider]:
-    module_path, _, class_name = PROVIDER_KINDS[kind].adapter.rpartition(".")
+def _load(dotted: str) -> type[Provider]:
+    module_path, _, class_name = dotted.rpartition(".")
     return getattr(import_module(module_path), class_name)
+
+
+def adapter_class(kind: str) -> type[Provider]:
+    return _load(PROVIDER_KINDS[kind].adapter)
 
 
 def get_provider(model: ApiModel) -> Provider:
     return adapter_class(model.provider)(model)
+
+
+def trainer_class(kind: str) -> type[Provider] | None:
+    """The adapter of the kind's LoRA trainers, None for a kind that trains none."""
+    dotted = PROVIDER_KINDS[kind].trainer
+    return _load(dotted) if dotted else None
+
+
+def get_trainer(model: ApiModel) -> Provider:
+    """The trainer adapter for a registry row with the lora_training task."""
+    trainer = trainer_class(model.provider)
+    if trainer is None:
+        raise LookupError(f"{model.get_provider_display()} has no LoRA trainer.")
+    return trainer(model)

@@ -32,12 +32,23 @@ class ProviderKind:
     webhooks: bool = False
     # A staff-run GPU server: the seed's "<local>" chain marker stands for its models.
     local: bool = False
+    # Dotted path of the adapter that runs this kind's LoRA trainers (registry rows with the
+    # lora_training task), a Provider whose submit takes a TrainingRequest; "" when it has none.
+    trainer: str = ""
 
 
 PROVIDER_KINDS: dict[str, ProviderKind] = {
     kind.key: kind
     for kind in (
-        ProviderKind("fal", "fal.ai", "generation.providers.fal.Fal", concurrency=8, rate_per_second=10, webhooks=True),
+        ProviderKind(
+            "fal",
+            "fal.ai",
+            "generation.providers.fal.Fal",
+            concurrency=8,
+            rate_per_second=10,
+            webhooks=True,
+            trainer="generation.providers.fal_training.FalTrainer",
+        ),
         ProviderKind(
             "replicate",
             "Replicate",
