@@ -211,6 +211,9 @@ class FalStorage(HttpApi):
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {settings.FAL_KEY}"}
 
+    def configuration_hint(self) -> str:
+        return "Set FAL_KEY to upload training datasets to fal.ai storage."
+
     def upload(
         self, data: bytes | BinaryIO, *, file_name: str, size: int, content_type: str = "application/zip"
     ) -> str:
