@@ -3,6 +3,7 @@
 One stdlib ThreadingHTTPServer on 127.0.0.1:<free port>, run in a daemon thread, serves:
 
     /fal/...                 fal's queue API and the JWKS of its webhook signatures   tests/simulator/fal.py
+    /falrest/..., /falcdn/...  fal storage's upload; fal's LoRA trainers on the queue   tests/simulator/fal_training.py
     /replicate/v1/...        Replicate predictions (create, get, list, cancel)        tests/simulator/replicate.py
     /gemini/{version}/...    Gemini generateContent                                   tests/simulator/gemini.py
     /files/{name}.png        the real PNGs the fal and Replicate outputs point at     here
@@ -35,8 +36,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from tests.simulator import fal, gemini, replicate
+from tests.simulator import fal, fal_training, gemini, replicate
 from tests.simulator.fal import FalAPI
+from tests.simulator.fal_training import FalTrainingAPI
 from tests.simulator.gemini import GeminiAPI
 from tests.simulator.images import make_png
 from tests.simulator.records import DROP, PROVIDERS, Call, Delivery, Fault, Job, Response
@@ -60,10 +62,17 @@ _KNOBS = (
     "fail_jobs",
     "timeout_seconds",
     *fal.KNOBS,
+    *fal_training.KNOBS,
     *replicate.KNOBS,
     *gemini.KNOBS,
 )
-_METHODS = {("files", "file"): "GET", **fal.METHODS, **replicate.METHODS, **gemini.METHODS}
+_METHODS = {
+    ("files", "file"): "GET",
+    **fal.METHODS,
+    **fal_training.METHODS,
+    **replicate.METHODS,
+    **gemini.METHODS,
+}
 _FAULT_MESSAGES = {
     429: "Rate limit exceeded.",
     500: "Internal server error.",
@@ -75,7 +84,7 @@ _FAULT_MESSAGES = {
 }
 
 
-class Simulator(FalAPI, ReplicateAPI, GeminiAPI):
+class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, GeminiAPI):
     """The simulated providers. Thread-safe; `reset()` restores every knob and forgets every call."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -140,6 +149,7 @@ class Simulator(FalAPI, ReplicateAPI, GeminiAPI):
             # How long a "timeout" fault sleeps by default: longer than the studio's read timeout.
             self.timeout_seconds = 3.0
             self._reset_fal()
+            self._reset_fal_training()
             self._reset_replicate()
             self._reset_gemini()
             self.faults: list[Fault] = []
@@ -192,6 +202,7 @@ class Simulator(FalAPI, ReplicateAPI, GeminiAPI):
         """Django settings that point the studio's adapters here (for override_settings)."""
         return {
             "FAL_QUEUE_URL": self.fal_url,
+            "FAL_REST_URL": self.fal_rest_url,
             "REPLICATE_API_URL": self.replicate_url,
             "GEMINI_API_URL": self.gemini_url,
             "GEMINI_API_VERSION": "v1beta",
@@ -487,7 +498,10 @@ class Simulator(FalAPI, ReplicateAPI, GeminiAPI):
         data = self._files.get(params["name"])
         if data is None:
             return Response(404, b"not found", {"Content-Type": "text/plain"})
-        return Response(200, data, {"Content-Type": "image/png"})
+        name = params["name"]
+        kinds = {".zip": "application/zip", ".json": "application/json", ".safetensors": "application/octet-stream"}
+        content_type = next((kind for ext, kind in kinds.items() if name.endswith(ext)), "image/png")
+        return Response(200, data, {"Content-Type": content_type})
 
     def _outputs(self, job: Job) -> list[str]:
         """The job's image URLs, made on first use (real PNGs, distinct per image)."""
