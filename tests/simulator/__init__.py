@@ -20,8 +20,8 @@ fal_job_error_status (what a failed job's result GET replays: 422 or a 5xx), fal
 unknown status), fal_status_retry_after (Retry-After on pending polls), gemini_require_image_modality
 (text only unless responseModalities has IMAGE), gemini_broken_next / gemini_broken_kind (garbled
 image parts), fal_training_latency (how long a LoRA training runs; uploaded(file_url) gives back what fal
-storage received, job(id).dataset what a trainer read from its ZIP). Fault rules: fail_next, rate_limit_next, fail_fraction,
-outage, timeout_next, malformed_next, drop_next, clear_faults. server.py is the core; fal.py, fal_training.py
+storage received, job(id).dataset what a trainer read from its ZIP). Fault rules: fail_next,
+rate_limit_next, fail_fraction, outage, timeout_next, malformed_next, drop_next, clear_faults. server.py is the core; fal.py, fal_training.py
 (fal storage and LoRA trainers), replicate.py and gemini.py hold each API's protocol details.
 """
 
