@@ -21,8 +21,9 @@ unknown status), fal_status_retry_after (Retry-After on pending polls), gemini_r
 (text only unless responseModalities has IMAGE), gemini_broken_next / gemini_broken_kind (garbled
 image parts), fal_training_latency (how long a LoRA training runs; uploaded(file_url) gives back what fal
 storage received, job(id).dataset what a trainer read from its ZIP). Fault rules: fail_next,
-rate_limit_next, fail_fraction, outage, timeout_next, malformed_next, drop_next, clear_faults. server.py is the core; fal.py, fal_training.py
-(fal storage and LoRA trainers), replicate.py and gemini.py hold each API's protocol details.
+rate_limit_next, fail_fraction, outage, timeout_next, malformed_next, drop_next, clear_faults. server.py is
+the core; fal.py, fal_training.py (fal storage and LoRA trainers), replicate.py and gemini.py hold each API's
+protocol details.
 """
 
 from __future__ import annotations
