@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from decimal import Decimal
 
 import pytest
 import responses
 from responses import matchers
 
-from generation.lib.dataset import CaptionTrigger
 from generation.providers import get_trainer, trainer_class
 from generation.providers.base import ProviderError, ResultStatus, TrainedLora, TrainingRequest
-from generation.providers.fal_training import FalStorage, FalTrainer, TrainerSpec, progress_from_logs
+from generation.providers.fal_training import FalStorage, FalTrainer, progress_from_logs
 from models_registry.seed import MODELS
 from tests.generation.providers import api_model, sent_json
 
@@ -266,51 +264,6 @@ class TestCancelAndAdopt:
     def test_an_adopted_training_is_polled_on_the_app_urls(self):
         adopted = trainer().adopt(REQUEST_ID, {})
         assert adopted.handles == HANDLES
-
-
-class TestSpecAndRegistry:
-    def test_each_seeded_trainer_reads_its_fields(self):
-        fast, portrait = (
-            TrainerSpec.of(trainer().model),
-            TrainerSpec.of(trainer("fal-ai/flux-lora-portrait-trainer").model),
-        )
-        flux2 = TrainerSpec.of(trainer("fal-ai/flux-2-trainer").model)
-        assert (fast.zip_field, fast.trigger_field, fast.caption_trigger) == (
-            "images_data_url",
-            "trigger_word",
-            CaptionTrigger.LITERAL,
-        )
-        assert (portrait.trigger_field, portrait.caption_trigger, portrait.steps_default) == (
-            "trigger_phrase",
-            CaptionTrigger.PLACEHOLDER,
-            2500,
-        )
-        assert (flux2.zip_field, flux2.trigger_field, flux2.min_images) == ("image_data_url", None, 10)
-
-    def test_the_price_follows_the_steps(self):
-        turbo = TrainerSpec.of(trainer("fal-ai/turbo-flux-trainer").model)
-        assert turbo.price(None) == Decimal("2.4000")
-        assert turbo.price(1500) == Decimal("3.6000")
-        assert TrainerSpec.of(trainer("fal-ai/flux-2-trainer").model).price(2000) == Decimal("12.8000")
-
-    def test_every_seeded_trainer_is_valid(self):
-        for row in MODELS:
-            if "lora_training" in row["tasks"]:
-                assert FalTrainer.validate_model(trainer(row["key"]).model) == {}, row["key"]
-
-    def test_bad_rows_are_refused(self):
-        model = api_model(
-            "fal-ai/new-trainer",
-            "fal",
-            tasks=["lora_training"],
-            input_schema={"properties": {"zip_url": {"type": "string"}}},
-            capabilities={"training": {"caption_trigger": "inline", "min_images": 0, "price": 1}},
-        )
-        errors = FalTrainer.validate_model(model)
-        assert "ZIP field" in errors["input_schema"]
-        assert "unknown key(s) price" in errors["capabilities"]
-        assert "caption_trigger is one of literal, placeholder" in errors["capabilities"]
-        assert "min_images is a positive integer" in errors["capabilities"]
 
 
 class TestStorageUpload:

@@ -14,7 +14,8 @@ from django.test import override_settings
 from generation.lib.dataset import CaptionTrigger, DatasetImage, dataset_zip_bytes
 from generation.lib.http import fetch
 from generation.providers.base import ProviderError, ProviderResult, ResultStatus, TrainingRequest
-from generation.providers.fal_training import FalStorage, FalTrainer, TrainerSpec
+from generation.providers.fal_training import FalStorage, FalTrainer
+from generation.providers.training import TrainerSpec
 from models_registry.seed import MODELS
 from tests.factories import png_bytes
 from tests.generation.providers import api_model
