@@ -298,9 +298,27 @@ MODELS: list[dict[str, Any]] = [
         "input_schema": _schema(
             num_images_max=4,
             image_field="image_urls",
-            extra={"seed": {"type": "integer"}, "strength": {"type": "number", "minimum": 0, "maximum": 1}},
+            extra={
+                "seed": {"type": "integer"},
+                "strength": {"type": "number", "minimum": 0, "maximum": 1},
+                "loras": _LORAS,
+            },
         ),
         "capabilities": {"offline_preview": True, "seed": True, "negative_prompt": True, "denoise_field": "strength"},
+        "price_per_image": Decimal("0"),
+        "priority": 100,
+    },
+    {
+        # A simulated training (generation/providers/offline.py), so the LoRA loop runs with no key.
+        "key": "offline/lora-trainer",
+        "display_name": "Offline LoRA trainer",
+        "provider": "offline",
+        "tasks": ["lora_training"],
+        "input_schema": _trainer_schema("images_data_url", trigger="trigger_word", steps=(100, 1, 1000), extra={}),
+        "capabilities": {
+            "offline_preview": True,
+            "training": {"caption_trigger": "literal", "min_images": 4, "price_per_1000_steps": "0"},
+        },
         "price_per_image": Decimal("0"),
         "priority": 100,
     },

@@ -150,9 +150,11 @@ class GeneratedImage:
 @dataclass(frozen=True)
 class TrainedLora:
     """A training's output: the LoRA weights (fal's diffusers_lora_file) and its config file, as
-    provider URLs the pipeline copies into our storage at once (the CDN deletes them)."""
+    provider URLs the pipeline copies into our storage at once (the CDN deletes them), or the
+    weights inline (`data`, the offline engine)."""
 
-    url: str
+    url: str = ""
+    data: bytes | None = None
     file_name: str = ""
     content_type: str = ""
     file_size: int | None = None

@@ -60,7 +60,13 @@ PROVIDER_KINDS: dict[str, ProviderKind] = {
         ProviderKind("gemini", "Google Gemini", "generation.providers.gemini.Gemini", concurrency=4, rate_per_second=5),
         ProviderKind("comfyui", "ComfyUI", "generation.providers.comfyui.ComfyUI", concurrency=2, local=True),
         ProviderKind("local", "Local GPU worker", "generation.providers.comfyui.ComfyUI", concurrency=1, local=True),
-        ProviderKind("offline", "Offline engine", "generation.providers.offline.OfflineEngine", concurrency=16),
+        ProviderKind(
+            "offline",
+            "Offline engine",
+            "generation.providers.offline.OfflineEngine",
+            concurrency=16,
+            trainer="generation.providers.offline.OfflineTrainer",
+        ),
     )
 }
 

@@ -114,11 +114,14 @@ def test_it_seeds_the_lora_trainers_and_the_lora_models():
         "fal-ai/flux-lora-portrait-trainer",
         "fal-ai/turbo-flux-trainer",
         "fal-ai/flux-2-trainer",
+        "offline/lora-trainer",
     }
     # The portrait trainer's price was not found where it was read: inactive until staff set one.
     assert [k for k, m in trainers.items() if not m.is_active] == ["fal-ai/flux-lora-portrait-trainer"]
-    assert all(m.tasks == ["lora_training"] and m.provider == "fal" for m in trainers.values())
+    assert all(m.tasks == ["lora_training"] for m in trainers.values())
+    assert trainers["offline/lora-trainer"].provider == "offline"
     lora = ApiModel.objects.get(key="fal-ai/flux-lora")
     edit = ApiModel.objects.get(key="fal-ai/flux-lora/image-to-image")
     assert lora.tasks == ["t2i"] and edit.tasks == ["i2i"] and edit.image_field == "image_url"
-    assert "loras" in lora.input_schema["properties"] and "loras" in edit.input_schema["properties"]
+    for key in ("fal-ai/flux-lora", "fal-ai/flux-lora/image-to-image", "offline/portrait-engine"):
+        assert "loras" in ApiModel.objects.get(key=key).input_schema["properties"], key
