@@ -134,10 +134,14 @@ class FalAPI:
             prefix=self._fal_prefix(model),
             webhook=webhook,
         )
+        return self._fal_queue(job)
+
+    def _fal_queue(self, job: Job) -> Response:
+        """Keep a submitted job and answer its submit; its webhook, if it asked for one, when it ends."""
         with self._lock:
             self._jobs[job.id] = job
         answer = {"request_id": job.id, "status": "IN_QUEUE", "queue_position": 0, **self._fal_urls(job)}
-        if webhook:
+        if job.webhook:
             answer["gateway_request_id"] = job.id
             self._schedule(job.latency, lambda: self._fal_deliver(job))
         return Response.json(200, answer)

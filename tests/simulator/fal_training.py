@@ -162,13 +162,7 @@ class FalTrainingAPI:
             "fal", str(uuid.uuid4()), model, body, 0, latency, failed, prefix=self._fal_prefix(model), webhook=webhook
         )
         job.kind, job.steps, job.dataset = "training", steps, dataset
-        with self._lock:
-            self._jobs[job.id] = job
-        answer = {"request_id": job.id, "status": "IN_QUEUE", "queue_position": 0, **self._fal_urls(job)}
-        if webhook:
-            answer["gateway_request_id"] = job.id
-            self._schedule(job.latency, lambda: self._fal_deliver(job))
-        return Response.json(200, answer)
+        return self._fal_queue(job)
 
     def _read_dataset(self, url: str, trainer: Trainer, trigger: Any, body: dict[str, Any]) -> dict[str, Any]:
         """What the trainer would train on: the images, and each one's effective caption (§7.3)."""
