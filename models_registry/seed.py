@@ -291,6 +291,30 @@ MODELS: list[dict[str, Any]] = [
         "priority": 20,
     },
     {
+        # docs/providers.md §7.5: GPU-seconds billing [NV: its hardware], so no price is seeded and the row
+        # stays inactive until staff set one. Needs REPLICATE_TRAINING_OWNER.
+        "key": "ostris/flux-dev-lora-trainer",
+        "display_name": "Flux LoRA trainer (Replicate)",
+        "provider": "replicate",
+        "tasks": ["lora_training"],
+        "input_schema": _trainer_schema(
+            "input_images",
+            trigger="trigger_word",
+            steps=(1000, 3, 6000),
+            extra={
+                "autocaption": {"type": "boolean", "default": True},
+                "lora_rank": {"type": "integer", "minimum": 1, "maximum": 128, "default": 16},
+                "learning_rate": {"type": "number", "default": 0.0004},
+                "resolution": {"type": "string", "default": "512,768,1024"},
+            },
+        ),
+        # ai-toolkit prepends the trigger to a caption that lacks it: the literal word is as good.
+        "capabilities": {"training": {"caption_trigger": "literal", "min_images": 10}},
+        "price_per_image": Decimal("0"),
+        "is_active": False,
+        "priority": 10,
+    },
+    {
         "key": "offline/portrait-engine",
         "display_name": "Offline preview engine",
         "provider": "offline",

@@ -252,6 +252,8 @@ FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run")
 FAL_REST_URL = env_str("FAL_REST_URL", "https://rest.fal.ai")
 FAL_STORAGE_TYPE = env_str("FAL_STORAGE_TYPE", "fal-cdn-v3")
 REPLICATE_API_URL = env_str("REPLICATE_API_URL", "https://api.replicate.com")
+# The Replicate user or organisation (the token's) that owns the models LoRA trainings write into.
+REPLICATE_TRAINING_OWNER = env_str("REPLICATE_TRAINING_OWNER")
 GEMINI_API_URL = env_str("GEMINI_API_URL", "https://generativelanguage.googleapis.com")
 GEMINI_API_VERSION = env_str("GEMINI_API_VERSION", "v1beta")
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0)

@@ -159,6 +159,10 @@ class TrainedLora:
     content_type: str = ""
     file_size: int | None = None
     config_url: str = ""
+    # Where the weights sit when `url` is an archive (Replicate's trained_model.tar), else "".
+    archive_member: str = ""
+    # The provider's own handle on the trained model (Replicate's destination version), else "".
+    provider_version: str = ""
 
 
 @dataclass

@@ -15,7 +15,6 @@ with the key, then a `PUT` of the bytes to the signed `upload_url` it answers, w
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 import requests
@@ -25,33 +24,13 @@ from generation.lib import http as http_lib
 from generation.providers.base import ProviderError, ProviderResult, ResultStatus, TrainedLora, TrainingRequest
 from generation.providers.fal import Fal
 from generation.providers.http_api import HttpApi, sanitize_message, url_origin
-from generation.providers.training import int_or_none, training_inputs, validate_trainer_model
+from generation.providers.training import int_or_none, progress_from_logs, training_inputs, validate_trainer_model
 
 if TYPE_CHECKING:
     from models_registry.models import ApiModel
 
 # fal-js switches to a multipart upload above 90 MB (§7.2); a character's dataset is a few MB.
 UPLOAD_MAX_BYTES = 90 * 1024 * 1024
-# fal logs progress as free text [NV: its exact wording]: "step 120/1000", "Training 12%", ...
-_STEP = re.compile(r"(\d+)\s*/\s*(\d+)")
-_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
-
-
-def progress_from_logs(logs: Any) -> float | None:
-    """The share done, 0..1, that the newest log line saying one tells ("step 120/1000", "40%")."""
-    if not isinstance(logs, list):
-        return None
-    for entry in reversed(logs):
-        message = str(entry.get("message") or "") if isinstance(entry, dict) else ""
-        if match := _STEP.search(message):
-            done, total = int(match.group(1)), int(match.group(2))
-            if total > 0 and done <= total:
-                return done / total
-        elif match := _PERCENT.search(message):
-            percent = float(match.group(1))
-            if percent <= 100:
-                return percent / 100
-    return None
 
 
 def _lora_from_output(body: dict[str, Any]) -> TrainedLora | None:

@@ -56,6 +56,7 @@ PROVIDER_KINDS: dict[str, ProviderKind] = {
             concurrency=6,
             rate_per_second=10,
             webhooks=True,
+            trainer="generation.providers.replicate_training.ReplicateTrainer",
         ),
         ProviderKind("gemini", "Google Gemini", "generation.providers.gemini.Gemini", concurrency=4, rate_per_second=5),
         ProviderKind("comfyui", "ComfyUI", "generation.providers.comfyui.ComfyUI", concurrency=2, local=True),

@@ -8,6 +8,7 @@ the trigger, the advised image count and the price per 1000 steps.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,9 @@ from models_registry.capabilities import schema_properties
 if TYPE_CHECKING:
     from models_registry.models import ApiModel
 
-# The ZIP's field, per trainer: images_data_url (flux-lora-fast-training, portrait, turbo) or
-# image_data_url (flux-2-trainer, singular). First found in the schema wins.
-ZIP_FIELDS = ("images_data_url", "image_data_url")
+# The ZIP's field, per trainer: images_data_url (flux-lora-fast-training, portrait, turbo),
+# image_data_url (flux-2-trainer, singular) or input_images (Replicate's ostris trainer). First found wins.
+ZIP_FIELDS = ("images_data_url", "image_data_url", "input_images")
 # The trigger's field: trigger_word (fast-training) or trigger_phrase (portrait, turbo); flux-2 has none.
 TRIGGER_FIELDS = ("trigger_word", "trigger_phrase")
 # Fields the trainer client fills itself; request.params never overrides them.
@@ -33,6 +34,11 @@ TRAINING_KEYS = {
     "min_images": "the trainer's advised least number of images",
     "price_per_1000_steps": "USD per 1000 steps, as a decimal string",
 }
+
+# Trainers log progress as free text [NV: fal's exact wording]: "step 120/1000", "Training 12%", and
+# ai-toolkit's progress bar on Replicate, "flux_train_replicate:  12%|█▏   | 120/1000".
+_STEP = re.compile(r"(\d+)\s*/\s*(\d+)")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 
 
 def int_or_none(value: Any) -> int | None:
@@ -130,3 +136,23 @@ def validate_trainer_model(model: ApiModel) -> dict[str, str]:
     if problems:
         errors["capabilities"] = "The training capability: " + "; ".join(problems) + "."
     return errors
+
+
+def progress_from_logs(logs: Any) -> float | None:
+    """The share done, 0..1, that the newest log line saying one tells ("step 120/1000", "40%"): fal's
+    list of {message} objects, or Replicate's logs text."""
+    if isinstance(logs, str):
+        logs = [{"message": line} for line in re.split(r"[\r\n]+", logs)]
+    if not isinstance(logs, list):
+        return None
+    for entry in reversed(logs):
+        message = str(entry.get("message") or "") if isinstance(entry, dict) else ""
+        if match := _STEP.search(message):
+            done, total = int(match.group(1)), int(match.group(2))
+            if total > 0 and done <= total:
+                return done / total
+        elif match := _PERCENT.search(message):
+            percent = float(match.group(1))
+            if percent <= 100:
+                return percent / 100
+    return None

@@ -115,11 +115,14 @@ def test_it_seeds_the_lora_trainers_and_the_lora_models():
         "fal-ai/turbo-flux-trainer",
         "fal-ai/flux-2-trainer",
         "offline/lora-trainer",
+        "ostris/flux-dev-lora-trainer",
     }
-    # The portrait trainer's price was not found where it was read: inactive until staff set one.
-    assert [k for k, m in trainers.items() if not m.is_active] == ["fal-ai/flux-lora-portrait-trainer"]
+    # Prices not found where they were read: inactive until staff set one.
+    inactive = {k for k, m in trainers.items() if not m.is_active}
+    assert inactive == {"fal-ai/flux-lora-portrait-trainer", "ostris/flux-dev-lora-trainer"}
     assert all(m.tasks == ["lora_training"] for m in trainers.values())
     assert trainers["offline/lora-trainer"].provider == "offline"
+    assert trainers["ostris/flux-dev-lora-trainer"].provider == "replicate"
     lora = ApiModel.objects.get(key="fal-ai/flux-lora")
     edit = ApiModel.objects.get(key="fal-ai/flux-lora/image-to-image")
     assert lora.tasks == ["t2i"] and edit.tasks == ["i2i"] and edit.image_field == "image_url"

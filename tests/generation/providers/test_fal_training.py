@@ -11,7 +11,8 @@ from responses import matchers
 
 from generation.providers import get_trainer, trainer_class
 from generation.providers.base import ProviderError, ResultStatus, TrainedLora, TrainingRequest
-from generation.providers.fal_training import FalStorage, FalTrainer, progress_from_logs
+from generation.providers.fal_training import FalStorage, FalTrainer
+from generation.providers.training import progress_from_logs
 from models_registry.seed import MODELS
 from tests.generation.providers import api_model, sent_json
 
