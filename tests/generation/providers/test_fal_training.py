@@ -12,7 +12,6 @@ from responses import matchers
 from generation.providers import get_trainer, trainer_class
 from generation.providers.base import ProviderError, ResultStatus, TrainedLora, TrainingRequest
 from generation.providers.fal_training import FalStorage, FalTrainer
-from generation.providers.training import progress_from_logs
 from models_registry.seed import MODELS
 from tests.generation.providers import api_model, sent_json
 
@@ -237,23 +236,6 @@ class TestPoll:
             },
         )
         assert trainer().poll(training(), REQUEST_ID, HANDLES).status == ResultStatus.CANCELED
-
-    @pytest.mark.parametrize(
-        ("messages", "expected"),
-        [
-            (["step 3/12"], 0.25),
-            (["Training 40%"], 0.4),
-            (["step 10/100", "saving checkpoint"], 0.1),
-            (["epoch 2/1"], None),
-            ([], None),
-        ],
-    )
-    def test_progress_from_logs(self, messages, expected):
-        assert progress_from_logs([{"message": m} for m in messages]) == expected
-
-    def test_progress_tolerates_no_logs(self):
-        assert progress_from_logs(None) is None
-        assert progress_from_logs(["step 1/2", {"message": None}]) is None
 
 
 class TestCancelAndAdopt:

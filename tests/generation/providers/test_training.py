@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from generation.lib.dataset import CaptionTrigger
-from generation.providers.training import TrainerSpec, validate_trainer_model
+from generation.providers.training import TrainerSpec, progress_from_logs, validate_trainer_model
 from models_registry.seed import MODELS
 from tests.generation.providers import api_model
 
@@ -59,3 +61,26 @@ class TestSpecAndRegistry:
         assert "unknown key(s) price" in errors["capabilities"]
         assert "caption_trigger is one of literal, placeholder" in errors["capabilities"]
         assert "min_images is a positive integer" in errors["capabilities"]
+
+
+class TestProgress:
+    @pytest.mark.parametrize(
+        ("messages", "expected"),
+        [
+            (["step 3/12"], 0.25),
+            (["Training 40%"], 0.4),
+            (["step 10/100", "saving checkpoint"], 0.1),
+            (["epoch 2/1"], None),
+            ([], None),
+        ],
+    )
+    def test_progress_from_logs(self, messages, expected):
+        assert progress_from_logs([{"message": m} for m in messages]) == expected
+
+    def test_progress_tolerates_no_logs(self):
+        assert progress_from_logs(None) is None
+        assert progress_from_logs(["step 1/2", {"message": None}]) is None
+
+    def test_progress_from_a_log_text(self):
+        text = "Loading\nflux_train_replicate:  40%|████      | 400/1000 [03:12<04:48]\r"
+        assert progress_from_logs(text) == 0.4
