@@ -43,7 +43,8 @@ class Trainer:
     trigger_field: str | None
     steps: tuple[int, int, int]  # default, minimum, maximum
     # How captions meet the trigger (§7.3): "ignored" (fast-training: trigger_word only when no
-    # captions), "placeholder" ([trigger] replaced), "none" (flux-2: captions or default_caption).
+    # captions), "placeholder" ([trigger] replaced), "none" (flux-2: captions or default_caption),
+    # "prepend" (ai-toolkit on Replicate: [trigger] replaced, the trigger prepended where absent).
     captions: str
 
 
@@ -187,6 +188,10 @@ class FalTrainingAPI:
                 caption = caption if captions_given else (trigger or "")
             elif trainer.captions == "placeholder":
                 caption = (caption or trigger or "").replace("[trigger]", trigger or "")
+            elif trainer.captions == "prepend":
+                caption = (caption or "").replace("[trigger]", trigger or "")
+                if trigger and trigger not in caption:
+                    caption = f"{trigger}, {caption}" if caption else trigger
             elif caption is None:
                 caption = body.get("default_caption")
                 if caption is None:

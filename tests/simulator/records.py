@@ -138,7 +138,8 @@ class Job:
     canceled_at: str | None = None
     files: list[str] = field(default_factory=list)
     seed: int = field(default_factory=lambda: random.randrange(2**31))
-    kind: str = "generation"  # fal: "training" for a LoRA trainer's job (tests/simulator/fal_training.py)
+    # "training" for a LoRA trainer's job (tests/simulator/fal_training.py, replicate_training.py)
+    kind: str = "generation"
     steps: int = 0  # a training's steps
     dataset: dict[str, Any] = field(default_factory=dict)  # what a training read from its ZIP
 

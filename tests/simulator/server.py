@@ -3,8 +3,9 @@
 One stdlib ThreadingHTTPServer on 127.0.0.1:<free port>, run in a daemon thread, serves:
 
     /fal/...                 fal's queue API and the JWKS of its webhook signatures   tests/simulator/fal.py
-    /falrest/..., /falcdn/...  fal storage's upload; fal's LoRA trainers on the queue   tests/simulator/fal_training.py
+    /falrest, /falcdn        fal storage's upload (and fal's LoRA trainers on /fal)   tests/simulator/fal_training.py
     /replicate/v1/...        Replicate predictions (create, get, list, cancel)        tests/simulator/replicate.py
+                             and trainings (models, trainings)               tests/simulator/replicate_training.py
     /gemini/{version}/...    Gemini generateContent                                   tests/simulator/gemini.py
     /files/{name}.png        the real PNGs the fal and Replicate outputs point at     here
 
@@ -36,13 +37,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from tests.simulator import fal, fal_training, gemini, replicate
+from tests.simulator import fal, fal_training, gemini, replicate, replicate_training
 from tests.simulator.fal import FalAPI
 from tests.simulator.fal_training import FalTrainingAPI
 from tests.simulator.gemini import GeminiAPI
 from tests.simulator.images import make_png
 from tests.simulator.records import DROP, PROVIDERS, Call, Delivery, Fault, Job, Response
 from tests.simulator.replicate import ReplicateAPI
+from tests.simulator.replicate_training import ReplicateTrainingAPI
 from tests.simulator.signing import FalSigner, new_whsec
 
 __all__ = ["MALFORMED_BODY", "Call", "Delivery", "Fault", "Simulator"]
@@ -64,6 +66,7 @@ _KNOBS = (
     *fal.KNOBS,
     *fal_training.KNOBS,
     *replicate.KNOBS,
+    *replicate_training.KNOBS,
     *gemini.KNOBS,
 )
 _METHODS = {
@@ -71,6 +74,7 @@ _METHODS = {
     **fal.METHODS,
     **fal_training.METHODS,
     **replicate.METHODS,
+    **replicate_training.METHODS,
     **gemini.METHODS,
 }
 _FAULT_MESSAGES = {
@@ -84,7 +88,7 @@ _FAULT_MESSAGES = {
 }
 
 
-class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, GeminiAPI):
+class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, ReplicateTrainingAPI, GeminiAPI):
     """The simulated providers. Thread-safe; `reset()` restores every knob and forgets every call."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -151,6 +155,7 @@ class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, GeminiAPI):
             self._reset_fal()
             self._reset_fal_training()
             self._reset_replicate()
+            self._reset_replicate_training()
             self._reset_gemini()
             self.faults: list[Fault] = []
             self.calls: list[Call] = []
@@ -204,6 +209,7 @@ class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, GeminiAPI):
             "FAL_QUEUE_URL": self.fal_url,
             "FAL_REST_URL": self.fal_rest_url,
             "REPLICATE_API_URL": self.replicate_url,
+            "REPLICATE_TRAINING_OWNER": self.replicate_owner,
             "GEMINI_API_URL": self.gemini_url,
             "GEMINI_API_VERSION": "v1beta",
             "FAL_KEY": self.keys["fal"],
@@ -499,7 +505,12 @@ class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, GeminiAPI):
         if data is None:
             return Response(404, b"not found", {"Content-Type": "text/plain"})
         name = params["name"]
-        kinds = {".zip": "application/zip", ".json": "application/json", ".safetensors": "application/octet-stream"}
+        kinds = {
+            ".zip": "application/zip",
+            ".json": "application/json",
+            ".safetensors": "application/octet-stream",
+            ".tar": "application/x-tar",
+        }
         content_type = next((kind for ext, kind in kinds.items() if name.endswith(ext)), "image/png")
         return Response(200, data, {"Content-Type": content_type})
 
