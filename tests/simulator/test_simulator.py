@@ -582,3 +582,37 @@ def test_a_fal_trainer_checks_its_own_field_names_and_steps(simulator):
         url, json={"image_data_url": "https://x.test/d.zip", "steps": 50}, headers=fal_headers(simulator), timeout=5
     )
     assert few_steps.status_code == 422 and few_steps.json()["detail"][0]["loc"] == ["body", "steps"]
+
+
+def test_replicate_trainings_need_an_owned_destination_and_the_trainers_version(simulator):
+    from tests.simulator.replicate_training import TRAINER_MODEL, TRAINER_VERSION
+
+    api = f"{simulator.replicate_url}/v1"
+    model = requests.get(f"{api}/models/{TRAINER_MODEL}", headers=replicate_headers(simulator), timeout=5).json()
+    assert model["latest_version"]["id"] == TRAINER_VERSION
+    body = {"owner": "sim-owner", "name": "cs-lora-1", "visibility": "private", "hardware": "cpu"}
+    first = requests.post(f"{api}/models", json=body, headers=replicate_headers(simulator), timeout=5)
+    again = requests.post(f"{api}/models", json=body, headers=replicate_headers(simulator), timeout=5)
+    other = requests.post(f"{api}/models", json={**body, "owner": "x"}, headers=replicate_headers(simulator), timeout=5)
+    assert (first.status_code, again.status_code, other.status_code) == (201, 409, 403)
+
+    trainings = f"{api}/models/{TRAINER_MODEL}/versions/{TRAINER_VERSION}/trainings"
+    no_destination = {"destination": "sim-owner/missing", "input": {"input_images": "https://x.test/d.zip"}}
+    missing = requests.post(trainings, json=no_destination, headers=replicate_headers(simulator), timeout=5)
+    assert (
+        missing.status_code == 404 and missing.json()["detail"] == "The specified training destination does not exist"
+    )
+    created = requests.post(
+        trainings,
+        json={"destination": "sim-owner/cs-lora-1", "input": {"input_images": "https://x.test/d.zip"}},
+        headers=replicate_headers(simulator),
+        timeout=5,
+    )
+    assert created.status_code == 201 and "/v1/predictions/" in created.json()["urls"]["get"]
+    training_id = created.json()["id"]
+    got = requests.get(f"{api}/trainings/{training_id}", headers=replicate_headers(simulator), timeout=5)
+    assert got.status_code == 200 and got.json()["urls"]["get"].endswith(f"/v1/trainings/{training_id}")
+    assert (
+        requests.get(f"{api}/predictions/{training_id}", headers=replicate_headers(simulator), timeout=5).status_code
+        == 404
+    )
