@@ -57,6 +57,14 @@ def build_prompt(*, prompt: str, mode: str, character: Character | None = None, 
     return ", ".join(p for p in parts if p)
 
 
+def with_trigger_words(prompt: str, trigger_words: list[str]) -> str:
+    """`prompt` led by each LoRA's trigger word it does not already hold as a word: the trigger is
+    what calls the trained identity up (docs/providers.md §7.1 step 6, §7.6)."""
+    words = {word.strip(",.;:!?()[]\"'").lower() for word in prompt.split()}
+    missing = [t for t in dict.fromkeys(w.strip() for w in trigger_words) if t and t.lower() not in words]
+    return ", ".join([*missing, prompt] if prompt else missing)
+
+
 def negative_prompt_for(*, model: ApiModel, mode: str, content_mode: str = "sfw") -> str:
     """The most specific active negative prompt: one for the model key, its provider, or '*'."""
     candidates = NegativePrompt.objects.filter(

@@ -22,6 +22,11 @@ KNOWN_CAPABILITIES: dict[str, tuple[type, str]] = {
     "version": (str, "pinned provider version id (Replicate)"),
     "offline_preview": (bool, "label the model as an offline preview in the studio"),
     "max_reference_images": (int, "how many reference images one request accepts"),
+    # Its keys are checked by the trainer adapter's validate_model (generation/providers/fal_training.py).
+    "training": (
+        dict,
+        "LoRA trainer settings: caption_trigger (literal | placeholder), min_images, price_per_1000_steps",
+    ),
     # Its keys are checked by the ComfyUI adapter's validate_model (generation/providers/comfyui.py).
     "comfyui": (
         dict,

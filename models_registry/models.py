@@ -30,6 +30,9 @@ class Task(models.TextChoices):
     I2I = "i2i", "Image to image"
     I2I_MULTI = "i2i_multi", "Image to image, several references"
     I2V = "i2v", "Image to video"
+    # Trains a LoRA from a dataset ZIP (docs/providers.md §7); run by the kind's trainer adapter
+    # (generation/providers/kinds.py), never offered as an image model.
+    LORA_TRAINING = "lora_training", "LoRA training"
 
 
 def validate_tasks(value: object) -> None:
@@ -94,12 +97,18 @@ class ApiModel(models.Model):
     def clean(self) -> None:
         """What the provider's adapter says it cannot run (e.g. more images a request than it makes)."""
         # Imported here: the registry app must load without the pipeline's modules.
-        from generation.providers import adapter_class
+        from generation.providers import adapter_class, trainer_class
 
         well_formed = isinstance(self.capabilities, dict) and isinstance(self.input_schema, dict)
         if self.provider not in PROVIDER_KINDS or not well_formed:
             return  # the field validators already report an unknown provider or malformed JSON
-        errors = adapter_class(self.provider).validate_model(self)
+        if self.is_trainer:
+            trainer = trainer_class(self.provider)
+            if trainer is None:
+                raise ValidationError({"provider": f"{self.get_provider_display()} has no LoRA trainer."})
+            errors = trainer.validate_model(self)
+        else:
+            errors = adapter_class(self.provider).validate_model(self)
         if errors:
             raise ValidationError(errors)
 
@@ -151,6 +160,11 @@ class ApiModel(models.Model):
 
     def supports(self, task: str) -> bool:
         return task in (self.tasks or [])
+
+    @property
+    def is_trainer(self) -> bool:
+        """A LoRA trainer: run by its kind's trainer adapter, and never an image model."""
+        return self.supports(Task.LORA_TRAINING)
 
 
 class ContentMode(models.TextChoices):

@@ -21,6 +21,30 @@ def _schema(*, num_images_max: int | None = None, image_field: str | None = None
 
 
 _FAL_T2I = {"seed": {"type": "integer"}, "image_size": {"type": "string", "default": "portrait_4_3"}}
+# fal-ai/flux-lora's `loras`: any number of {path, scale}, merged (docs/providers.md §7.4).
+_LORAS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string"},
+            "scale": {"type": "number", "minimum": 0, "maximum": 4, "default": 1},
+        },
+        "required": ["path"],
+    },
+}
+
+
+def _trainer_schema(zip_field: str, *, trigger: str | None, steps: tuple[int, int, int], extra: dict) -> dict:
+    """A fal trainer's input (docs/providers.md §7.3): its ZIP field, trigger field and steps."""
+    default, minimum, maximum = steps
+    properties: dict[str, Any] = {zip_field: {"type": "string", "format": "uri"}}
+    if trigger:
+        properties[trigger] = {"type": ["string", "null"]}
+    properties["steps"] = {"type": "integer", "minimum": minimum, "maximum": maximum, "default": default}
+    properties.update(extra)
+    return {"type": "object", "properties": properties, "required": [zip_field]}
+
 
 MODELS: list[dict[str, Any]] = [
     {
@@ -148,6 +172,148 @@ MODELS: list[dict[str, Any]] = [
         "price_per_image": Decimal("0"),
         "priority": 20,
     },
+    # --- LoRA inference (docs/providers.md §7.4): FLUX.1 dev with a `loras` list; without one, plain dev.
+    {
+        "key": "fal-ai/flux-lora",
+        "display_name": "Flux LoRA",
+        "provider": "fal",
+        "tasks": ["t2i"],
+        "input_schema": _schema(num_images_max=4, extra={**_FAL_T2I, "loras": _LORAS}),
+        "capabilities": {"seed": True},
+        # About $0.035 a megapixel [NV]; a portrait_4_3 image is 0.8 MP.
+        "price_per_image": Decimal("0.0350"),
+        "priority": 25,
+    },
+    {
+        "key": "fal-ai/flux-lora/image-to-image",
+        "display_name": "Flux LoRA Image to Image",
+        "provider": "fal",
+        "tasks": ["i2i"],
+        "input_schema": _schema(
+            num_images_max=4,
+            image_field="image_url",
+            extra={
+                "seed": {"type": "integer"},
+                "loras": _LORAS,
+                "strength": {"type": "number", "minimum": 0.01, "maximum": 1, "default": 0.85},
+            },
+        ),
+        "capabilities": {"seed": True, "denoise_field": "strength"},
+        "price_per_image": Decimal("0.0350"),
+        "priority": 24,
+    },
+    # --- LoRA trainers (docs/providers.md §7.3): the lora_training task, run by fal's trainer adapter
+    # (generation/providers/fal_training.py). price_per_image is 0: the `training` capability prices
+    # them per 1000 steps.
+    {
+        "key": "fal-ai/flux-lora-fast-training",
+        "display_name": "Flux LoRA fast training",
+        "provider": "fal",
+        "tasks": ["lora_training"],
+        "input_schema": _trainer_schema(
+            "images_data_url",
+            trigger="trigger_word",
+            steps=(1000, 1, 10000),
+            extra={
+                "create_masks": {"type": "boolean", "default": True},
+                "is_style": {"type": "boolean", "default": False},
+                "is_input_format_already_preprocessed": {"type": "boolean", "default": False},
+                "data_archive_format": {"type": ["string", "null"]},
+            },
+        ),
+        # Captions present: trigger_word is not applied, so the captions carry the word itself.
+        "capabilities": {"training": {"caption_trigger": "literal", "min_images": 4, "price_per_1000_steps": "2.00"}},
+        "price_per_image": Decimal("0"),
+        "priority": 30,
+    },
+    {
+        "key": "fal-ai/flux-lora-portrait-trainer",
+        "display_name": "Flux LoRA portrait trainer",
+        "provider": "fal",
+        "tasks": ["lora_training"],
+        "input_schema": _trainer_schema(
+            "images_data_url",
+            trigger="trigger_phrase",
+            steps=(2500, 1, 10000),
+            extra={
+                "learning_rate": {"type": "number", "minimum": 0.000001, "maximum": 0.001, "default": 0.00009},
+                "multiresolution_training": {"type": "boolean", "default": True},
+                "subject_crop": {"type": "boolean", "default": True},
+                "create_masks": {"type": "boolean", "default": False},
+                "data_archive_format": {"type": ["string", "null"]},
+            },
+        ),
+        # Its price is not published where it was read [NV]: seeded inactive until staff set one.
+        "capabilities": {"training": {"caption_trigger": "placeholder", "min_images": 10}},
+        "price_per_image": Decimal("0"),
+        "is_active": False,
+        "priority": 20,
+    },
+    {
+        "key": "fal-ai/turbo-flux-trainer",
+        "display_name": "Turbo Flux trainer",
+        "provider": "fal",
+        "tasks": ["lora_training"],
+        "input_schema": _trainer_schema(
+            "images_data_url",
+            trigger="trigger_phrase",
+            steps=(1000, 1, 10000),
+            extra={
+                "learning_rate": {"type": "number", "minimum": 0.0000001, "maximum": 0.01, "default": 0.00115},
+                "training_style": {"type": "string", "enum": ["subject", "style"], "default": "subject"},
+                "face_crop": {"type": "boolean", "default": True},
+            },
+        ),
+        "capabilities": {
+            "training": {"caption_trigger": "placeholder", "min_images": 10, "price_per_1000_steps": "2.40"}
+        },
+        "price_per_image": Decimal("0"),
+        "priority": 25,
+    },
+    {
+        "key": "fal-ai/flux-2-trainer",
+        "display_name": "Flux-2 trainer",
+        "provider": "fal",
+        "tasks": ["lora_training"],
+        "input_schema": _trainer_schema(
+            "image_data_url",
+            trigger=None,
+            steps=(1000, 100, 10000),
+            extra={
+                "learning_rate": {"type": "number", "default": 0.00005},
+                "default_caption": {"type": "string"},
+                "output_lora_format": {"type": "string", "enum": ["fal", "comfy"], "default": "fal"},
+            },
+        ),
+        # No trigger field: the word lives in the captions (and default_caption) only.
+        "capabilities": {"training": {"caption_trigger": "literal", "min_images": 10, "price_per_1000_steps": "6.40"}},
+        "price_per_image": Decimal("0"),
+        "priority": 20,
+    },
+    {
+        # docs/providers.md §7.5: GPU-seconds billing [NV: its hardware], so no price is seeded and the row
+        # stays inactive until staff set one. Needs REPLICATE_TRAINING_OWNER.
+        "key": "ostris/flux-dev-lora-trainer",
+        "display_name": "Flux LoRA trainer (Replicate)",
+        "provider": "replicate",
+        "tasks": ["lora_training"],
+        "input_schema": _trainer_schema(
+            "input_images",
+            trigger="trigger_word",
+            steps=(1000, 3, 6000),
+            extra={
+                "autocaption": {"type": "boolean", "default": True},
+                "lora_rank": {"type": "integer", "minimum": 1, "maximum": 128, "default": 16},
+                "learning_rate": {"type": "number", "default": 0.0004},
+                "resolution": {"type": "string", "default": "512,768,1024"},
+            },
+        ),
+        # ai-toolkit prepends the trigger to a caption that lacks it: the literal word is as good.
+        "capabilities": {"training": {"caption_trigger": "literal", "min_images": 10}},
+        "price_per_image": Decimal("0"),
+        "is_active": False,
+        "priority": 10,
+    },
     {
         # The studio's own GPU worker (Procfile worker-gpu, generation.gpu), first in the i2i chain
         # as the I2I note orders (priority above ComfyUI's). max_images is its batch limit across
@@ -169,9 +335,27 @@ MODELS: list[dict[str, Any]] = [
         "input_schema": _schema(
             num_images_max=4,
             image_field="image_urls",
-            extra={"seed": {"type": "integer"}, "strength": {"type": "number", "minimum": 0, "maximum": 1}},
+            extra={
+                "seed": {"type": "integer"},
+                "strength": {"type": "number", "minimum": 0, "maximum": 1},
+                "loras": _LORAS,
+            },
         ),
         "capabilities": {"offline_preview": True, "seed": True, "negative_prompt": True, "denoise_field": "strength"},
+        "price_per_image": Decimal("0"),
+        "priority": 100,
+    },
+    {
+        # A simulated training (generation/providers/offline.py), so the LoRA loop runs with no key.
+        "key": "offline/lora-trainer",
+        "display_name": "Offline LoRA trainer",
+        "provider": "offline",
+        "tasks": ["lora_training"],
+        "input_schema": _trainer_schema("images_data_url", trigger="trigger_word", steps=(100, 1, 1000), extra={}),
+        "capabilities": {
+            "offline_preview": True,
+            "training": {"caption_trigger": "literal", "min_images": 4, "price_per_1000_steps": "0"},
+        },
         "price_per_image": Decimal("0"),
         "priority": 100,
     },

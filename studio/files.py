@@ -12,6 +12,7 @@ from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.utils.text import slugify
 
+from generation.lib.zipstream import ZipSink
 from generation.models import GenerationJob
 from studio.models import WorkspaceAsset
 
@@ -60,35 +61,12 @@ def asset_file_name(asset: WorkspaceAsset) -> str:
 # --- ZIP of a job's images ------------------------------------------------------------------
 
 
-class _ZipSink:
-    """A write-only, unseekable file for zipfile: it collects bytes until the generator takes them.
-
-    Having no tell()/seek() makes zipfile write data descriptors instead of seeking back, which is
-    what lets the archive stream out while it is being written, in constant memory.
-    """
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-
-    def write(self, data: bytes) -> int:
-        self._chunks.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def drain(self) -> Iterator[bytes]:
-        chunks, self._chunks = self._chunks, []
-        if chunks:
-            yield b"".join(chunks)
-
-
 def job_zip_stream(assets: Iterable[WorkspaceAsset], *, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
     """The bytes of a ZIP of `assets`, produced as it is written (images are already compressed, so STORED).
 
     Entries are named by asset_file_name(): load the assets with their job and its character.
     """
-    sink = _ZipSink()
+    sink = ZipSink()
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
         for asset in assets:
             info = zipfile.ZipInfo(asset_file_name(asset), date_time=asset.created_at.timetuple()[:6])

@@ -46,6 +46,8 @@ def model_options(models: list[ApiModel], *, has_references: bool) -> list[Model
     options = []
     paused = paused_providers()
     for model in models:
+        if model.is_trainer:
+            continue  # a LoRA trainer makes no images: it is chosen where a character's LoRA is trained
         provider = get_provider(model)
         if not provider.is_configured():
             options.append(ModelOption(model, False, provider.configuration_hint() or "Not set up on this server."))

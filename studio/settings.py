@@ -261,7 +261,13 @@ FAL_USER_ID = env_str("FAL_USER_ID")
 WEBHOOK_TOLERANCE_SECONDS = env_int("WEBHOOK_TOLERANCE_SECONDS", 300)
 # API base URLs are settings so tests can point the real adapters at the loopback simulator.
 FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run")
+# fal's REST host, where a LoRA training's dataset ZIP is uploaded (docs/providers.md §7.2), and the
+# storage_type its upload asks for.
+FAL_REST_URL = env_str("FAL_REST_URL", "https://rest.fal.ai")
+FAL_STORAGE_TYPE = env_str("FAL_STORAGE_TYPE", "fal-cdn-v3")
 REPLICATE_API_URL = env_str("REPLICATE_API_URL", "https://api.replicate.com")
+# The Replicate user or organisation (the token's) that owns the models LoRA trainings write into.
+REPLICATE_TRAINING_OWNER = env_str("REPLICATE_TRAINING_OWNER")
 GEMINI_API_URL = env_str("GEMINI_API_URL", "https://generativelanguage.googleapis.com")
 GEMINI_API_VERSION = env_str("GEMINI_API_VERSION", "v1beta")
 # Gemini Batch Mode (generation/providers/gemini_batch.py): requests go inline below this size, else

@@ -30,6 +30,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
+from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -468,5 +469,52 @@ def fetch(
                 media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
                 return Download(data=data, content_type=media_type or "application/octet-stream", url=current)
         raise DownloadError(f"Too many redirects (more than {max_redirects}).", permanent=True)
+    finally:
+        _current_trusted.reset(token)
+
+
+# --- upload ----------------------------------------------------------------------------------------------------
+
+
+def upload(
+    url: str,
+    data: bytes | BinaryIO,
+    *,
+    content_type: str,
+    timeout: tuple[float, float] = (3.05, 120.0),
+    trusted: Collection[str] = (),
+) -> int:
+    """PUT `data` to `url` (a provider's signed upload URL, e.g. fal storage's upload_url) under the same
+    SSRF rules as fetch, and return the 2xx status. No redirect is followed: a signed URL names its one
+    destination. Only Content-Type is sent, never a credential: the signature is in the URL.
+
+    Raises UnsafeURLError for a URL that may not be reached, DownloadError for any other failure (a
+    timeout, a refusal), with `permanent` as fetch sets it; a redirect is permanent.
+    """
+    token = _current_trusted.set(frozenset())
+    try:
+        trusted_hosts = _parse_trusted(trusted)
+        try:
+            _check_url(url, trusted_hosts)
+        except _HostNotFoundError as exc:
+            raise _host_not_found(exc) from exc
+        _current_trusted.set(trusted_hosts)
+        try:
+            response = _session.put(
+                url, data=data, headers={"Content-Type": content_type}, timeout=timeout, allow_redirects=False
+            )
+        except requests.exceptions.Timeout as exc:
+            raise DownloadError("The upload did not finish in time.", permanent=False) from exc
+        except requests.exceptions.RequestException as exc:
+            raise DownloadError("Could not upload to the server.", permanent=False) from exc
+        with response:
+            if response.status_code in _REDIRECT_STATUSES:
+                raise DownloadError(
+                    f"The upload URL answered {response.status_code}, a redirect.",
+                    permanent=True,
+                    status=response.status_code,
+                )
+            _raise_for_status(response)
+            return response.status_code
     finally:
         _current_trusted.reset(token)

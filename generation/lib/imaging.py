@@ -361,3 +361,43 @@ def process_image(
         thumbnail=thumbnail,
         thumbnail_content_type=THUMBNAIL_CONTENT_TYPE,
     )
+
+
+@dataclass(frozen=True)
+class TrainingImage:
+    """An image re-encoded for a LoRA trainer: RGB, no metadata, PNG or JPEG (`extension` "png" | "jpg")."""
+
+    data: bytes
+    extension: str
+    width: int
+    height: int
+
+
+def training_image(data: bytes, *, max_pixels: int | None = None) -> TrainingImage:
+    """`data` decoded and encoded afresh for a training dataset (docs/providers.md §7.6, §7.7).
+
+    Trainers read JPEG and PNG only (WebP "has issues" in ai-toolkit; HEIC fails PIL-based trainers),
+    in RGB: a PNG stays a lossless PNG, anything else becomes a JPEG (quality 92, ≥ 90 as §7.6 asks).
+    Transparency is flattened on white, since a trainer would drop the alpha onto black. Always a
+    fresh encode, so nothing of the source's bytes or metadata reaches the trainer.
+    Raises InvalidImage as open_image does.
+    """
+    source = open_image(data, max_pixels=max_pixels)
+    fmt = "PNG" if source.format == "PNG" else "JPEG"
+    try:
+        image = ImageOps.exif_transpose(source)
+        if _has_alpha(image) or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            image = Image.new("RGB", rgba.size, (255, 255, 255))
+            image.paste(rgba, mask=rgba.getchannel("A"))
+        elif image.mode != "RGB":
+            image = _normalize_mode(image, "JPEG")  # 16-bit grey scaled down, then RGB
+        image.info = {}
+        out = BytesIO()
+        image.save(out, fmt, **_SAVE_OPTIONS[fmt])
+    except Exception as exc:  # as in process_image: Pillow's odd modes and EXIF paths fail closed
+        logger.warning("training image failed to re-encode: %r", exc)
+        raise InvalidImage("The image is damaged or incomplete and cannot be read.") from exc
+    finally:
+        source.close()
+    return TrainingImage(data=out.getvalue(), extension=_EXTENSIONS[fmt], width=image.width, height=image.height)

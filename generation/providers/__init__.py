@@ -12,13 +12,13 @@ if TYPE_CHECKING:
     from models_registry.models import ApiModel
 
 
-def _import(path: str):
-    module_path, _, class_name = path.rpartition(".")
+def _load(dotted: str) -> type[Provider]:
+    module_path, _, class_name = dotted.rpartition(".")
     return getattr(import_module(module_path), class_name)
 
 
 def adapter_class(kind: str) -> type[Provider]:
-    return _import(PROVIDER_KINDS[kind].adapter)
+    return _load(PROVIDER_KINDS[kind].adapter)
 
 
 def has_batch_lane(model: ApiModel) -> bool:
@@ -29,8 +29,22 @@ def has_batch_lane(model: ApiModel) -> bool:
 
 def get_batch_client(model: ApiModel):
     """The batch lane adapter of `model` (see has_batch_lane)."""
-    return _import(PROVIDER_KINDS[model.provider].batch_adapter)(model)
+    return _load(PROVIDER_KINDS[model.provider].batch_adapter)(model)
 
 
 def get_provider(model: ApiModel) -> Provider:
     return adapter_class(model.provider)(model)
+
+
+def trainer_class(kind: str) -> type[Provider] | None:
+    """The adapter of the kind's LoRA trainers, None for a kind that trains none."""
+    dotted = PROVIDER_KINDS[kind].trainer
+    return _load(dotted) if dotted else None
+
+
+def get_trainer(model: ApiModel) -> Provider:
+    """The trainer adapter for a registry row with the lora_training task."""
+    trainer = trainer_class(model.provider)
+    if trainer is None:
+        raise LookupError(f"{model.get_provider_display()} has no LoRA trainer.")
+    return trainer(model)

@@ -74,6 +74,16 @@ class Reference:
         return self.url or self.data_uri()
 
 
+@dataclass(frozen=True)
+class LoraWeight:
+    """A trained LoRA applied to a generation: its weights' URL, how strongly, and the trigger text
+    that calls it up (written into the prompt; docs/providers.md §7.4)."""
+
+    path: str
+    scale: float = 1.0
+    trigger_word: str = ""
+
+
 @dataclass
 class GenerationRequest:
     """What one provider call must produce: `num_images` images of one prompt."""
@@ -91,6 +101,25 @@ class GenerationRequest:
     # The job's batch indexes this call fills, in order; images come back in the same order.
     batch_indexes: list[int] = field(default_factory=list)
     # Our ProviderRequest id: correlates webhooks, and seeds offline rendering.
+    request_id: str = ""
+    webhook_url: str | None = None
+    # LoRAs to apply, for models whose schema takes a `loras` list (fal-ai/flux-lora).
+    loras: list[LoraWeight] = field(default_factory=list)
+
+
+@dataclass
+class TrainingRequest:
+    """What one LoRA training must do: learn `trigger_word` from the dataset ZIP at `dataset_url`.
+
+    The ZIP is flat, images plus same-stem .txt captions (generation.lib.dataset), with the trigger
+    already written into the captions the way the trainer reads them (TrainerSpec.caption_trigger).
+    """
+
+    dataset_url: str
+    trigger_word: str
+    steps: int | None = None
+    # Trainer-specific extras (learning_rate, create_masks, ...), passed where the schema has them.
+    params: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     webhook_url: str | None = None
 
@@ -118,6 +147,24 @@ class GeneratedImage:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainedLora:
+    """A training's output: the LoRA weights (fal's diffusers_lora_file) and its config file, as
+    provider URLs the pipeline copies into our storage at once (the CDN deletes them), or the
+    weights inline (`data`, the offline engine)."""
+
+    url: str = ""
+    data: bytes | None = None
+    file_name: str = ""
+    content_type: str = ""
+    file_size: int | None = None
+    config_url: str = ""
+    # Where the weights sit when `url` is an archive (Replicate's trained_model.tar), else "".
+    archive_member: str = ""
+    # The provider's own handle on the trained model (Replicate's destination version), else "".
+    provider_version: str = ""
+
+
 @dataclass
 class ProviderResult:
     status: ResultStatus
@@ -131,6 +178,10 @@ class ProviderResult:
     error: str = ""
     permanent: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    # A training's share done, 0..1, when PENDING and the provider said (its progress logs).
+    progress: float | None = None
+    # A training's result, when SUCCEEDED.
+    lora: TrainedLora | None = None
 
 
 class Provider:

@@ -181,6 +181,8 @@ class Fal(HttpApi, Provider):
     api_label = "fal.ai"
     secret_setting = "FAL_KEY"  # noqa: S105 - the name of the setting, not a secret
     base_url_setting = "FAL_QUEUE_URL"
+    # Whether status polls ask for the request's logs ("true" | "false"; fal_client always sends one).
+    status_logs = "false"
 
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {settings.FAL_KEY}"}  # "Key", not "Bearer"
@@ -264,18 +266,26 @@ class Fal(HttpApi, Provider):
     def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         # Status URLs drop the model's sub-path (fal-ai/flux-2/requests/...): always use them as given.
         # A 429/503 here raises with the full Retry-After; the pipeline decides how long to wait.
-        response = self.http("GET", self.handle(handles, "status_url"), params={"logs": "false"})
+        response = self.http("GET", self.handle(handles, "status_url"), params={"logs": self.status_logs})
         body = self.json(response)
         status = body.get("status")
         if status in PENDING_STATUSES:  # 202; logs and queue_position are optional
-            position = body.get("queue_position")
-            metadata = {"queue_position": position} if isinstance(position, int) else {}
-            return ProviderResult(status=ResultStatus.PENDING, poll_after=self._poll_after(response), metadata=metadata)
+            return self.pending_result(body, response)
         if status != "COMPLETED":
             return self._unknown_status(status, external_id, handles)
         if body.get("error"):
             return self._completed_with_error(body, handles)
         return self._fetch_result(handles)
+
+    def pending_result(self, body: dict[str, Any], response: requests.Response) -> ProviderResult:
+        """A pending status answer (IN_QUEUE / IN_PROGRESS) as a PENDING result."""
+        position = body.get("queue_position")
+        metadata = {"queue_position": position} if isinstance(position, int) else {}
+        return ProviderResult(status=ResultStatus.PENDING, poll_after=self._poll_after(response), metadata=metadata)
+
+    def result_from_output(self, body: dict[str, Any]) -> ProviderResult:
+        """The finished result of a request's output (the result GET's body)."""
+        return _result_from_output(body)
 
     def _poll_after(self, response: requests.Response) -> float:
         """A pending answer's Retry-After, uncapped, or the usual interval."""
@@ -309,7 +319,7 @@ class Fal(HttpApi, Provider):
             if error is not None and exc.status_code is not None and exc.status_code >= 500:
                 return _failed(f"fal.ai failed the request: {error}", permanent=False)
             raise
-        return _result_from_output(output)
+        return self.result_from_output(output)
 
     def _completed_with_error(self, body: dict[str, Any], handles: dict[str, Any]) -> ProviderResult:
         # Failed and cancelled requests are COMPLETED too; error/error_type say which.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from generation.prompts import with_trigger_words
 from generation.providers.base import GenerationRequest, ProviderError
 from generation.providers.http_api import unique_references
 from models_registry.capabilities import schema_properties
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 # Fields the pipeline fills itself; request.params never overrides them.
 MANAGED_FIELDS = frozenset(
-    {"prompt", "num_images", "num_outputs", "seed", "negative_prompt", "image", "image_url", "image_urls"}
+    {"prompt", "num_images", "num_outputs", "seed", "negative_prompt", "image", "image_url", "image_urls", "loras"}
 )
 
 
@@ -33,6 +34,8 @@ def model_inputs(model: ApiModel, request: GenerationRequest, *, count_field: st
     capabilities = model.capabilities or {}
     payload: dict[str, Any] = {"prompt": request.prompt}
     ensure_batch_fits(model, request)
+    if request.loras:
+        payload.update(lora_inputs(model, request))
     if count_field:
         payload[count_field] = request.num_images
     if request.seed is not None:
@@ -55,3 +58,19 @@ def model_inputs(model: ApiModel, request: GenerationRequest, *, count_field: st
     if request.denoise is not None and capabilities.get("denoise_field"):
         payload[capabilities["denoise_field"]] = request.denoise
     return payload
+
+
+def lora_inputs(model: ApiModel, request: GenerationRequest) -> dict[str, Any]:
+    """The `loras` list (fal-ai/flux-lora: [{path, scale}], docs/providers.md §7.4) and the prompt
+    led by the LoRAs' trigger words. A model whose schema takes no `loras` refuses, for good: run
+    without the LoRA, it would quietly lose the character's trained likeness."""
+    spec = schema_properties(model.input_schema).get("loras")
+    if not isinstance(spec, dict):
+        raise ProviderError(f"{model.key} cannot apply a LoRA.", permanent=True)
+    limit = spec.get("maxItems")
+    if isinstance(limit, int) and len(request.loras) > limit:
+        raise ProviderError(f"{model.key} applies at most {limit} LoRAs at once.", permanent=True)
+    return {
+        "prompt": with_trigger_words(request.prompt, [lora.trigger_word for lora in request.loras]),
+        "loras": [{"path": lora.path, "scale": lora.scale} for lora in request.loras],
+    }

@@ -38,12 +38,23 @@ class ProviderKind:
     batch_adapter: str = ""
     # What a batch image costs, as a share of the registry's price per image.
     batch_price_factor: Decimal = Decimal("0.5")
+    # Dotted path of the adapter that runs this kind's LoRA trainers (registry rows with the
+    # lora_training task), a Provider whose submit takes a TrainingRequest; "" when it has none.
+    trainer: str = ""
 
 
 PROVIDER_KINDS: dict[str, ProviderKind] = {
     kind.key: kind
     for kind in (
-        ProviderKind("fal", "fal.ai", "generation.providers.fal.Fal", concurrency=8, rate_per_second=10, webhooks=True),
+        ProviderKind(
+            "fal",
+            "fal.ai",
+            "generation.providers.fal.Fal",
+            concurrency=8,
+            rate_per_second=10,
+            webhooks=True,
+            trainer="generation.providers.fal_training.FalTrainer",
+        ),
         ProviderKind(
             "replicate",
             "Replicate",
@@ -51,6 +62,7 @@ PROVIDER_KINDS: dict[str, ProviderKind] = {
             concurrency=6,
             rate_per_second=10,
             webhooks=True,
+            trainer="generation.providers.replicate_training.ReplicateTrainer",
         ),
         ProviderKind(
             "gemini",
@@ -66,7 +78,13 @@ PROVIDER_KINDS: dict[str, ProviderKind] = {
         ProviderKind(
             "local", "Local GPU worker", "generation.providers.local_sdxl.LocalSdxl", concurrency=16, local=True
         ),
-        ProviderKind("offline", "Offline engine", "generation.providers.offline.OfflineEngine", concurrency=16),
+        ProviderKind(
+            "offline",
+            "Offline engine",
+            "generation.providers.offline.OfflineEngine",
+            concurrency=16,
+            trainer="generation.providers.offline.OfflineTrainer",
+        ),
     )
 }
 

@@ -10,17 +10,24 @@ configured latency, so the pipeline's polling path, progress and partial failure
 seen offline. Latency and failure rate come from settings (OFFLINE_LATENCY_SECONDS,
 OFFLINE_IMAGE_LATENCIES, OFFLINE_FAILURE_RATE) or, per job, from params["simulate"] (latency,
 latencies, failure_rate, fail_indexes).
+
+It also "trains" a LoRA (OfflineTrainer): a run of TRAINING_LATENCY_FACTOR latencies with progress,
+yielding a small .safetensors file whose metadata holds an identity (hair, eyes, skin, outfit) drawn
+from the trigger word. A generation given that LoRA (request.loras) renders that identity whatever
+the prompt says, so a character keeps its features across prompts, as a trained LoRA would.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import random
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from PIL import Image, ImageDraw, ImageFilter
@@ -31,11 +38,24 @@ from generation.providers.base import (
     Provider,
     ProviderResult,
     ResultStatus,
+    TrainedLora,
+    TrainingRequest,
 )
 from generation.providers.inputs import ensure_batch_fits
+from generation.providers.training import TrainerSpec, validate_trainer_model
+
+if TYPE_CHECKING:
+    from models_registry.models import ApiModel
 
 WIDTH, HEIGHT = 512, 640
 MAX_IMAGES = 4
+# A simulated training runs this many OFFLINE_LATENCY_SECONDS (10 s at the default 1 s): long
+# enough to watch its progress, short enough to wait for.
+TRAINING_LATENCY_FACTOR = 10
+# How often a training's progress is worth asking for.
+TRAINING_POLL_SECONDS = 2.0
+LORA_FILE_NAME = "pytorch_lora_weights.safetensors"
+_SKINS = [(241, 204, 178), (224, 172, 140), (190, 134, 98), (140, 92, 62), (96, 62, 44)]
 
 # Words in the prompt that steer the rendering; anything else still changes it through the hash.
 _HAIR = {
@@ -93,8 +113,31 @@ def _pick(table: dict[str, Any], words: list[str], rng: random.Random) -> Any:
     return table[rng.choice(sorted(table))]
 
 
-def render_portrait(prompt: str, seed: int, index: int) -> Image.Image:
-    """Draw one portrait. Same inputs, same pixels."""
+def identity_for(trigger_word: str) -> dict[str, list[int]]:
+    """The features a simulated LoRA "learned": stable per trigger word (RGB lists, JSON-ready)."""
+    rng = random.Random(_digest("lora", trigger_word))
+    return {
+        "hair": list(_HAIR[rng.choice(sorted(_HAIR))]),
+        "eyes": list(_EYES[rng.choice(sorted(_EYES))]),
+        "skin": list(rng.choice(_SKINS)),
+        "outfit": [rng.randrange(30, 220) for _ in range(3)],
+    }
+
+
+def lora_file(trigger_word: str, steps: int) -> bytes:
+    """A small, well-formed .safetensors file (8-byte header length, JSON header, tensor bytes) whose
+    metadata carries the simulated identity."""
+    weights = _digest("weights", trigger_word, steps)
+    metadata = {"engine": "offline", "trigger_word": trigger_word, "steps": str(steps)}
+    metadata["identity"] = json.dumps(identity_for(trigger_word))
+    tensor = {"dtype": "U8", "shape": [32], "data_offsets": [0, 32]}
+    header = json.dumps({"__metadata__": metadata, "lora_unet.lora_down.weight": tensor}).encode()
+    return struct.pack("<Q", len(header)) + header + weights
+
+
+def render_portrait(prompt: str, seed: int, index: int, identity: dict[str, list[int]] | None = None) -> Image.Image:
+    """Draw one portrait. Same inputs, same pixels. `identity` (a LoRA's) fixes the hair, eyes, skin
+    and outfit whatever the prompt says."""
     words = [w.strip(".,;:!?()").lower() for w in prompt.split()]
     prompt_rng = random.Random(_digest("prompt", prompt))
     rng = random.Random(_digest("variant", prompt, seed, index))
@@ -102,8 +145,10 @@ def render_portrait(prompt: str, seed: int, index: int) -> Image.Image:
     top, bottom = _pick(_SCENES, words, prompt_rng)
     hair = _pick(_HAIR, words, prompt_rng)
     eyes = _pick(_EYES, [w for w in words if w != "red" or "eyes" in words], prompt_rng)
-    skin = prompt_rng.choice([(241, 204, 178), (224, 172, 140), (190, 134, 98), (140, 92, 62), (96, 62, 44)])
+    skin = prompt_rng.choice(_SKINS)
     outfit = (prompt_rng.randrange(30, 220), prompt_rng.randrange(30, 220), prompt_rng.randrange(30, 220))
+    if identity:
+        hair, eyes, skin, outfit = (tuple(identity[k]) for k in ("hair", "eyes", "skin", "outfit"))
 
     image = Image.new("RGB", (WIDTH, HEIGHT))
     draw = ImageDraw.Draw(image)
@@ -216,11 +261,13 @@ class OfflineEngine(Provider):
             reference = Image.open(io.BytesIO(request.references[0].data))
             reference.load()
         indexes = request.batch_indexes or list(range(request.num_images))
+        # A LoRA's identity: drawn from its trigger word, as its simulated training drew it (lora_file).
+        identity = identity_for(request.loras[0].trigger_word) if request.loras else None
 
         def make(index: int) -> GeneratedImage:
             if (index in fail_indexes and attempt == 1) or fails(request.prompt, index, attempt, rate):
                 return GeneratedImage(error="The offline engine's simulated provider failed this image.")
-            rendering = render_portrait(request.prompt, seed, index)
+            rendering = render_portrait(request.prompt, seed, index, identity)
             if reference is not None:
                 denoise = 1.0 if request.denoise is None else request.denoise
                 rendering = blend_toward(reference, rendering, denoise)
@@ -238,3 +285,47 @@ class OfflineEngine(Provider):
         with ThreadPoolExecutor(max_workers=min(4, len(indexes) or 1)) as pool:
             images = list(pool.map(make, indexes))
         return ProviderResult(status=ResultStatus.SUCCEEDED, images=images, external_id=request.request_id)
+
+
+class OfflineTrainer(OfflineEngine):
+    """A simulated LoRA training: progress over TRAINING_LATENCY_FACTOR latencies, then a small
+    .safetensors file inline. Stateless like the engine: the handles hold the run's clock."""
+
+    @classmethod
+    def validate_model(cls, model: ApiModel) -> dict[str, str]:
+        return validate_trainer_model(model)
+
+    def _training_seconds(self, request: TrainingRequest) -> float:
+        simulate = request.params.get("simulate") or {}
+        seconds = simulate.get("latency", settings.OFFLINE_LATENCY_SECONDS * TRAINING_LATENCY_FACTOR)
+        return max(0.0, float(seconds))
+
+    def submit(self, request: TrainingRequest) -> ProviderResult:  # type: ignore[override]
+        steps = TrainerSpec.of(self.model).steps_for(request.steps) or 0
+        now = time.time()
+        handles = {"started_at": now, "ready_at": now + self._training_seconds(request), "steps": steps}
+        return self.poll(request, request.request_id, handles)
+
+    def poll(self, request: TrainingRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:  # type: ignore[override]
+        started, ready = float(handles.get("started_at", 0)), float(handles.get("ready_at", 0))
+        remaining = ready - time.time()
+        if remaining > 0:
+            progress = max(0.0, min(1.0, 1 - remaining / (ready - started))) if ready > started else 0.0
+            return ProviderResult(
+                status=ResultStatus.PENDING,
+                external_id=external_id,
+                handles=handles,
+                poll_after=min(remaining, TRAINING_POLL_SECONDS),
+                progress=progress,
+            )
+        data = lora_file(request.trigger_word, int(handles.get("steps") or 0))
+        lora = TrainedLora(
+            data=data, file_name=LORA_FILE_NAME, content_type="application/octet-stream", file_size=len(data)
+        )
+        return ProviderResult(
+            status=ResultStatus.SUCCEEDED, external_id=external_id, handles=handles, progress=1.0, lora=lora
+        )
+
+    def recover(self, request: TrainingRequest) -> ProviderResult | None:  # type: ignore[override]
+        # Nothing was kept but the run's clock, which was lost with the answer: the run is over.
+        return self.poll(request, request.request_id, {"ready_at": 0})

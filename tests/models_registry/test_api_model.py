@@ -83,3 +83,34 @@ class TestValidation:
         with pytest.raises(ValidationError) as exc:
             make(tasks=["t2i", "upscale"]).clean_fields()
         assert "upscale" in str(exc.value)
+
+
+class TestTrainerRows:
+    """A lora_training row is checked by its kind's trainer adapter (generation/providers/fal_training.py)."""
+
+    def test_a_trainer_row_without_a_zip_field_is_refused(self):
+        model = make(tasks=["lora_training"], input_schema=schema(prompt={"type": "string"}))
+        assert model.is_trainer
+        with pytest.raises(ValidationError) as caught:
+            model.clean()
+        assert "ZIP field" in str(caught.value.message_dict["input_schema"])
+
+    def test_a_trainer_row_of_a_kind_that_trains_nothing_is_refused(self):
+        model = make(provider="gemini", tasks=["lora_training"])
+        with pytest.raises(ValidationError) as caught:
+            model.clean()
+        assert caught.value.message_dict["provider"] == ["Google Gemini has no LoRA trainer."]
+
+    def test_an_unknown_training_key_is_refused(self):
+        model = make(
+            tasks=["lora_training"],
+            input_schema=schema(images_data_url={"type": "string"}),
+            capabilities={"training": {"price_per_step": "0.002"}},
+        )
+        with pytest.raises(ValidationError) as caught:
+            model.clean()
+        assert "unknown key(s) price_per_step" in str(caught.value.message_dict["capabilities"])
+
+    def test_an_image_model_is_no_trainer(self):
+        assert not make().is_trainer
+        make(input_schema=schema(num_images={"maximum": 4})).clean()

@@ -104,3 +104,27 @@ def test_the_local_chain_marker_stands_for_the_models_of_every_local_kind(monkey
     row = {"key": "gpu-farm/sdxl", "provider": farm.key, "tasks": ["i2i"], "priority": 90}
     monkeypatch.setattr(seed_data, "MODELS", [*seed_data.MODELS, row])
     assert seed_data.fallback_chain_keys("i2i")[:3] == ["gpu-farm/sdxl", "local/sdxl", "comfyui/sdxl-base-1.0"]
+
+
+def test_it_seeds_the_lora_trainers_and_the_lora_models():
+    seed()
+    trainers = {m.key: m for m in ApiModel.objects.all() if m.is_trainer}
+    assert set(trainers) == {
+        "fal-ai/flux-lora-fast-training",
+        "fal-ai/flux-lora-portrait-trainer",
+        "fal-ai/turbo-flux-trainer",
+        "fal-ai/flux-2-trainer",
+        "offline/lora-trainer",
+        "ostris/flux-dev-lora-trainer",
+    }
+    # Prices not found where they were read: inactive until staff set one.
+    inactive = {k for k, m in trainers.items() if not m.is_active}
+    assert inactive == {"fal-ai/flux-lora-portrait-trainer", "ostris/flux-dev-lora-trainer"}
+    assert all(m.tasks == ["lora_training"] for m in trainers.values())
+    assert trainers["offline/lora-trainer"].provider == "offline"
+    assert trainers["ostris/flux-dev-lora-trainer"].provider == "replicate"
+    lora = ApiModel.objects.get(key="fal-ai/flux-lora")
+    edit = ApiModel.objects.get(key="fal-ai/flux-lora/image-to-image")
+    assert lora.tasks == ["t2i"] and edit.tasks == ["i2i"] and edit.image_field == "image_url"
+    for key in ("fal-ai/flux-lora", "fal-ai/flux-lora/image-to-image", "offline/portrait-engine"):
+        assert "loras" in ApiModel.objects.get(key=key).input_schema["properties"], key

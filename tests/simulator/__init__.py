@@ -19,9 +19,12 @@ fal_max_num_images, replicate_max_outputs, fal_urls_base (hand out URLs on a for
 fal_job_error_status (what a failed job's result GET replays: 422 or a 5xx), fal_status_override (an
 unknown status), fal_status_retry_after (Retry-After on pending polls), gemini_require_image_modality
 (text only unless responseModalities has IMAGE), gemini_broken_next / gemini_broken_kind (garbled
-image parts). Fault rules: fail_next, rate_limit_next, fail_fraction,
-outage, timeout_next, malformed_next, drop_next, clear_faults. server.py is the core; fal.py, replicate.py
-and gemini.py hold each API's protocol details.
+image parts), fal_training_latency (how long a LoRA training runs, fal or Replicate), replicate_owner
+(the token's user, who may own training destinations). uploaded(file_url) gives back what fal storage
+received, job(id).dataset what a trainer read from its ZIP, replicate_model(name) a destination. Fault
+rules: fail_next, rate_limit_next, fail_fraction, outage, timeout_next, malformed_next, drop_next,
+clear_faults. server.py is the core; fal.py, fal_training.py (fal storage and LoRA trainers), replicate.py,
+replicate_training.py and gemini.py hold each API's protocol details.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+from tests.simulator.fal_training import TRAINERS
 from tests.simulator.records import Call, Delivery, Job, Response, now_iso
 from tests.simulator.signing import FalSigner
 
@@ -99,6 +100,8 @@ class FalAPI:
         return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
 
     def _fal_submit(self, call: Call, params: dict[str, str]) -> Response:
+        if params["model"] in TRAINERS:
+            return self._fal_train_submit(call, params["model"])
         body = call.json
         if not isinstance(body, dict):
             return self._error(
@@ -131,10 +134,14 @@ class FalAPI:
             prefix=self._fal_prefix(model),
             webhook=webhook,
         )
+        return self._fal_queue(job)
+
+    def _fal_queue(self, job: Job) -> Response:
+        """Keep a submitted job and answer its submit; its webhook, if it asked for one, when it ends."""
         with self._lock:
             self._jobs[job.id] = job
         answer = {"request_id": job.id, "status": "IN_QUEUE", "queue_position": 0, **self._fal_urls(job)}
-        if webhook:
+        if job.webhook:
             answer["gateway_request_id"] = job.id
             self._schedule(job.latency, lambda: self._fal_deliver(job))
         return Response.json(200, answer)
@@ -147,6 +154,8 @@ class FalAPI:
         return job
 
     def _fal_output(self, job: Job) -> dict[str, Any]:
+        if job.kind == "training":
+            return self._fal_training_output(job)
         width, height = self.image_size
         images = [
             {
@@ -166,12 +175,13 @@ class FalAPI:
             "prompt": job.input.get("prompt", ""),
         }
 
-    def _fal_job_error(self) -> tuple[str, str | None, int, dict[str, Any]]:
+    def _fal_job_error(self, job: Job) -> tuple[str, str | None, int, dict[str, Any]]:
         """(error, error_type, result status, result body) of a failed fal job (fal_job_error_status)."""
         status = self.fal_job_error_status
         if status >= 500:
             return "Runner disconnected", "runner_disconnected", status, {"detail": "Runner disconnected"}
-        return f"Invalid status code: {status}", None, status, REFUSED_INPUT
+        body = self._fal_training_error(job) if job.kind == "training" else REFUSED_INPUT
+        return f"Invalid status code: {status}", None, status, body
 
     def _fal_status(self, call: Call, params: dict[str, str]) -> Response:
         job = self._fal_find(params)
@@ -189,6 +199,8 @@ class FalAPI:
             return Response.json(202, answer, pending_headers)
         if state == "running":
             logs = [{"message": "step 1/4", "level": "INFO", "source": "user", "timestamp": now_iso()}]
+            if job.kind == "training":
+                logs = [{**line, "timestamp": now_iso()} for line in self._fal_training_logs(job)]
             answer = {"status": "IN_PROGRESS", "logs": logs if logs_wanted else None, **common}
             return Response.json(202, answer, pending_headers)
         answer = {
@@ -200,7 +212,7 @@ class FalAPI:
             **common,
         }
         if state == "failed":
-            answer["error"], answer["error_type"], _, _ = self._fal_job_error()
+            answer["error"], answer["error_type"], _, _ = self._fal_job_error(job)
         elif state == "canceled":
             answer["error"], answer["error_type"] = "Request was cancelled", "request_cancelled"
         return Response.json(200, answer)
@@ -213,7 +225,7 @@ class FalAPI:
         if state in {"queued", "running"}:
             return self._error("fal", 400, "Request is still in progress")
         if state == "failed":
-            _, _, status, body = self._fal_job_error()
+            _, _, status, body = self._fal_job_error(job)
             return self._error("fal", status, "", body=body)
         if state == "canceled":
             return self._error("fal", 400, "Request was cancelled")
@@ -237,7 +249,7 @@ class FalAPI:
         if state == "succeeded":
             body.update(status="OK", payload=self._fal_output(job))
         else:
-            _, _, status, payload = self._fal_job_error()
+            _, _, status, payload = self._fal_job_error(job)
             body.update(status="ERROR", error=f"Invalid status code: {status}", payload=payload)
         raw = json.dumps(body).encode()
         forged = self.forge_webhook_signatures

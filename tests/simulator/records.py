@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-PROVIDERS = ("fal", "replicate", "gemini")
+# API heads: fal's queue, fal's REST host (storage upload) and its signed upload URLs, Replicate, Gemini.
+PROVIDERS = ("fal", "falrest", "falcdn", "replicate", "gemini")
 
 
 def now_iso() -> str:
@@ -30,8 +31,10 @@ class Call:
     headers: dict[str, str]  # lower-case names
     body: bytes
     json: Any
-    provider: str  # fal | replicate | gemini | files | meta | unknown
-    op: str  # fal: submit/status/result/cancel; replicate: create/get/list/cancel; gemini: generate; files: file
+    provider: str  # fal | falrest | falcdn | replicate | gemini | files | meta | unknown
+    # fal: submit/status/result/cancel; falrest: initiate; falcdn: upload; replicate: create/get/list/cancel;
+    # gemini: generate; files: file
+    op: str
     started: float  # time.monotonic()
     finished: float | None = None
     status: int | None = None
@@ -135,6 +138,10 @@ class Job:
     canceled_at: str | None = None
     files: list[str] = field(default_factory=list)
     seed: int = field(default_factory=lambda: random.randrange(2**31))
+    # "training" for a LoRA trainer's job (tests/simulator/fal_training.py, replicate_training.py)
+    kind: str = "generation"
+    steps: int = 0  # a training's steps
+    dataset: dict[str, Any] = field(default_factory=dict)  # what a training read from its ZIP
 
     def elapsed(self) -> float:
         return time.monotonic() - self.created

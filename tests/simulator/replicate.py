@@ -6,6 +6,7 @@
     GET  /replicate/v1/predictions                     list: the account's predictions, newest first
     GET  /replicate/v1/predictions/{id}                get
     POST /replicate/v1/predictions/{id}/cancel         cancel
+    .../models, .../trainings                          trainings: tests/simulator/replicate_training.py
 
 A create with `Prefer: wait` holds the answer until the prediction finishes (1-60 s, as Replicate caps it),
 unless replicate_prefer_wait is off. Auth is `Authorization: Bearer <token>`; errors are problem+json, a 429
@@ -51,6 +52,9 @@ class ReplicateAPI:
         if rest[:1] != ["v1"]:
             return "replicate", "unknown", {}
         rest = rest[1:]
+        routed = self._route_replicate_training(method, rest)
+        if routed is not None:
+            return routed
         if rest == ["predictions"]:
             return "replicate", ("list" if method == "GET" else "create"), {}
         if len(rest) == 4 and rest[0] == "models" and rest[3] == "predictions":
@@ -88,6 +92,8 @@ class ReplicateAPI:
         }
 
     def _prediction(self, job: Job) -> dict[str, Any]:
+        if job.kind == "training":  # its webhook body (tests/simulator/replicate_training.py)
+            return self._training_object(job)
         state = job.state()
         status = {"queued": "starting", "running": "processing"}.get(state, state)
         output: Any = None
@@ -165,7 +171,7 @@ class ReplicateAPI:
 
     def _replicate_find(self, params: dict[str, str]) -> Job | None:
         job = self.job(params["id"])
-        return job if job is not None and job.provider == "replicate" else None
+        return job if job is not None and job.provider == "replicate" and job.kind != "training" else None
 
     def _replicate_get(self, call: Call, params: dict[str, str]) -> Response:
         job = self._replicate_find(params)

@@ -3,7 +3,9 @@
 One stdlib ThreadingHTTPServer on 127.0.0.1:<free port>, run in a daemon thread, serves:
 
     /fal/...                 fal's queue API and the JWKS of its webhook signatures   tests/simulator/fal.py
+    /falrest, /falcdn        fal storage's upload (and fal's LoRA trainers on /fal)   tests/simulator/fal_training.py
     /replicate/v1/...        Replicate predictions (create, get, list, cancel)        tests/simulator/replicate.py
+                             and trainings (models, trainings)               tests/simulator/replicate_training.py
     /gemini/{version}/...    Gemini generateContent                                   tests/simulator/gemini.py
     /gemini/...batches...    Gemini's Batch API and Files API upload                  tests/simulator/gemini_batch.py
     /files/{name}.png        the real PNGs the fal and Replicate outputs point at     here
@@ -36,13 +38,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from tests.simulator import fal, gemini, gemini_batch, replicate
+from tests.simulator import fal, fal_training, gemini, gemini_batch, replicate, replicate_training
 from tests.simulator.fal import FalAPI
+from tests.simulator.fal_training import FalTrainingAPI
 from tests.simulator.gemini import GeminiAPI
 from tests.simulator.gemini_batch import GeminiBatchAPI
 from tests.simulator.images import make_png
 from tests.simulator.records import DROP, PROVIDERS, Call, Delivery, Fault, Job, Response
 from tests.simulator.replicate import ReplicateAPI
+from tests.simulator.replicate_training import ReplicateTrainingAPI
 from tests.simulator.signing import FalSigner, new_whsec
 
 __all__ = ["MALFORMED_BODY", "Call", "Delivery", "Fault", "Simulator"]
@@ -62,11 +66,21 @@ _KNOBS = (
     "fail_jobs",
     "timeout_seconds",
     *fal.KNOBS,
+    *fal_training.KNOBS,
     *replicate.KNOBS,
+    *replicate_training.KNOBS,
     *gemini.KNOBS,
     *gemini_batch.KNOBS,
 )
-_METHODS = {("files", "file"): "GET", **fal.METHODS, **replicate.METHODS, **gemini.METHODS, **gemini_batch.METHODS}
+_METHODS = {
+    ("files", "file"): "GET",
+    **fal.METHODS,
+    **fal_training.METHODS,
+    **replicate.METHODS,
+    **replicate_training.METHODS,
+    **gemini.METHODS,
+    **gemini_batch.METHODS,
+}
 _FAULT_MESSAGES = {
     429: "Rate limit exceeded.",
     500: "Internal server error.",
@@ -78,7 +92,7 @@ _FAULT_MESSAGES = {
 }
 
 
-class Simulator(FalAPI, ReplicateAPI, GeminiAPI, GeminiBatchAPI):
+class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, ReplicateTrainingAPI, GeminiAPI, GeminiBatchAPI):
     """The simulated providers. Thread-safe; `reset()` restores every knob and forgets every call."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -143,7 +157,9 @@ class Simulator(FalAPI, ReplicateAPI, GeminiAPI, GeminiBatchAPI):
             # How long a "timeout" fault sleeps by default: longer than the studio's read timeout.
             self.timeout_seconds = 3.0
             self._reset_fal()
+            self._reset_fal_training()
             self._reset_replicate()
+            self._reset_replicate_training()
             self._reset_gemini()
             self._reset_gemini_batch()
             self.faults: list[Fault] = []
@@ -196,7 +212,9 @@ class Simulator(FalAPI, ReplicateAPI, GeminiAPI, GeminiBatchAPI):
         """Django settings that point the studio's adapters here (for override_settings)."""
         return {
             "FAL_QUEUE_URL": self.fal_url,
+            "FAL_REST_URL": self.fal_rest_url,
             "REPLICATE_API_URL": self.replicate_url,
+            "REPLICATE_TRAINING_OWNER": self.replicate_owner,
             "GEMINI_API_URL": self.gemini_url,
             "GEMINI_API_VERSION": "v1beta",
             "FAL_KEY": self.keys["fal"],
@@ -491,7 +509,15 @@ class Simulator(FalAPI, ReplicateAPI, GeminiAPI, GeminiBatchAPI):
         data = self._files.get(params["name"])
         if data is None:
             return Response(404, b"not found", {"Content-Type": "text/plain"})
-        return Response(200, data, {"Content-Type": "image/png"})
+        name = params["name"]
+        kinds = {
+            ".zip": "application/zip",
+            ".json": "application/json",
+            ".safetensors": "application/octet-stream",
+            ".tar": "application/x-tar",
+        }
+        content_type = next((kind for ext, kind in kinds.items() if name.endswith(ext)), "image/png")
+        return Response(200, data, {"Content-Type": content_type})
 
     def _outputs(self, job: Job) -> list[str]:
         """The job's image URLs, made on first use (real PNGs, distinct per image)."""

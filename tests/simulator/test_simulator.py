@@ -527,3 +527,92 @@ def test_replicate_lists_predictions_so_a_lost_create_is_found_again(simulator, 
     assert found.external_id == lost["id"] and found.handles["get"] == lost["urls"]["get"]
     creates = [c for c in simulator.calls if c.provider == "replicate" and c.op == "create"]
     assert len(creates) == 1  # found, not created again
+
+
+# --- fal storage upload and LoRA trainers (docs/providers.md §7.2, §7.3) --------------------------
+
+
+def _initiate(sim, content_type="application/zip"):
+    answer = requests.post(
+        f"{sim.fal_rest_url}/storage/upload/initiate?storage_type=fal-cdn-v3",
+        json={"content_type": content_type, "file_name": "d.zip"},
+        headers=fal_headers(sim),
+        timeout=5,
+    )
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def test_fal_storage_takes_a_put_to_the_signed_url_and_serves_the_file(simulator):
+    urls = _initiate(simulator)
+    put = requests.put(urls["upload_url"], data=b"PK zip", headers={"Content-Type": "application/zip"}, timeout=5)
+    assert put.status_code == 200
+    served = requests.get(urls["file_url"], timeout=5)
+    assert served.content == b"PK zip" and served.headers["Content-Type"] == "application/zip"
+
+
+def test_fal_storage_refuses_a_key_on_the_signed_url_a_bad_signature_and_another_content_type(simulator):
+    urls = _initiate(simulator)
+    keyed = requests.put(
+        urls["upload_url"], data=b"x", headers={"Content-Type": "application/zip", **fal_headers(simulator)}, timeout=5
+    )
+    assert keyed.status_code == 400
+    unsigned = requests.put(
+        urls["upload_url"].split("?")[0], data=b"x", headers={"Content-Type": "application/zip"}, timeout=5
+    )
+    assert unsigned.status_code == 403
+    other_type = requests.put(urls["upload_url"], data=b"x", headers={"Content-Type": "text/plain"}, timeout=5)
+    assert other_type.status_code == 403
+    assert simulator.uploaded(urls["file_url"]) is None
+
+
+def test_fal_storage_initiate_needs_the_key(simulator):
+    answer = requests.post(f"{simulator.fal_rest_url}/storage/upload/initiate", json={}, timeout=5)
+    assert answer.status_code == 401
+
+
+def test_a_fal_trainer_checks_its_own_field_names_and_steps(simulator):
+    url = f"{simulator.fal_url}/fal-ai/flux-2-trainer"
+    wrong_field = requests.post(
+        url, json={"images_data_url": "https://x.test/d.zip"}, headers=fal_headers(simulator), timeout=5
+    )
+    assert wrong_field.status_code == 422
+    assert wrong_field.json()["detail"][0]["loc"] == ["body", "image_data_url"]
+    few_steps = requests.post(
+        url, json={"image_data_url": "https://x.test/d.zip", "steps": 50}, headers=fal_headers(simulator), timeout=5
+    )
+    assert few_steps.status_code == 422 and few_steps.json()["detail"][0]["loc"] == ["body", "steps"]
+
+
+def test_replicate_trainings_need_an_owned_destination_and_the_trainers_version(simulator):
+    from tests.simulator.replicate_training import TRAINER_MODEL, TRAINER_VERSION
+
+    api = f"{simulator.replicate_url}/v1"
+    model = requests.get(f"{api}/models/{TRAINER_MODEL}", headers=replicate_headers(simulator), timeout=5).json()
+    assert model["latest_version"]["id"] == TRAINER_VERSION
+    body = {"owner": "sim-owner", "name": "cs-lora-1", "visibility": "private", "hardware": "cpu"}
+    first = requests.post(f"{api}/models", json=body, headers=replicate_headers(simulator), timeout=5)
+    again = requests.post(f"{api}/models", json=body, headers=replicate_headers(simulator), timeout=5)
+    other = requests.post(f"{api}/models", json={**body, "owner": "x"}, headers=replicate_headers(simulator), timeout=5)
+    assert (first.status_code, again.status_code, other.status_code) == (201, 409, 403)
+
+    trainings = f"{api}/models/{TRAINER_MODEL}/versions/{TRAINER_VERSION}/trainings"
+    no_destination = {"destination": "sim-owner/missing", "input": {"input_images": "https://x.test/d.zip"}}
+    missing = requests.post(trainings, json=no_destination, headers=replicate_headers(simulator), timeout=5)
+    assert (
+        missing.status_code == 404 and missing.json()["detail"] == "The specified training destination does not exist"
+    )
+    created = requests.post(
+        trainings,
+        json={"destination": "sim-owner/cs-lora-1", "input": {"input_images": "https://x.test/d.zip"}},
+        headers=replicate_headers(simulator),
+        timeout=5,
+    )
+    assert created.status_code == 201 and "/v1/predictions/" in created.json()["urls"]["get"]
+    training_id = created.json()["id"]
+    got = requests.get(f"{api}/trainings/{training_id}", headers=replicate_headers(simulator), timeout=5)
+    assert got.status_code == 200 and got.json()["urls"]["get"].endswith(f"/v1/trainings/{training_id}")
+    assert (
+        requests.get(f"{api}/predictions/{training_id}", headers=replicate_headers(simulator), timeout=5).status_code
+        == 404
+    )

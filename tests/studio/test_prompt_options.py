@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from models_registry.models import ApiModel
 from studio.prompt_options import batch_plan, chip_counts
 from tests.factories import offline_model
 from tests.studio.helpers import htmx
@@ -105,3 +106,16 @@ def test_batch_plans(max_images, count, plan):
 def test_chips_add_a_higher_native_maximum():
     assert chip_counts(offline_model(max_images=10)) == [1, 2, 4, 10]
     assert chip_counts(offline_model(max_images=1)) == [1, 2, 4]
+
+
+def test_the_prompt_bar_leaves_lora_trainers_out(alice_client, model, db):
+    ApiModel.objects.create(
+        key="fal-ai/turbo-flux-trainer",
+        display_name="Turbo Flux trainer",
+        provider="fal",
+        tasks=["lora_training"],
+        input_schema={"properties": {"images_data_url": {"type": "string"}}},
+    )
+    page = alice_client.get(reverse("studio:home")).content.decode()
+    assert model.display_name in page
+    assert "Turbo Flux trainer" not in page

@@ -26,6 +26,7 @@ from generation.lib.http import (
     UnsafeURLError,
     fetch,
     is_public_address,
+    upload,
     validate_url,
 )
 
@@ -113,10 +114,27 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404)
 
+    def do_PUT(self) -> None:
+        path = urlsplit(self.path).path
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append((path, dict(self.headers)))
+        self.server.uploaded.append(body)
+        if path == "/upload":
+            self._send(200)
+        elif path == "/upload-redirect":
+            self._send(307, headers={"Location": "/upload"})
+        elif path == "/upload-busy":
+            self._send(503, b"busy", {"Retry-After": "4"})
+        elif path == "/upload-denied":
+            self._send(403, b"signature expired")
+        else:
+            self._send(404)
+
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     seen: list[tuple[str, dict[str, str]]]
+    uploaded: list[bytes]
 
     def handle_error(self, request, client_address) -> None:
         pass  # clients hanging up mid-body is what several tests do on purpose
@@ -126,6 +144,7 @@ class Server(ThreadingHTTPServer):
 def server() -> Iterator[Server]:
     httpd = Server(("127.0.0.1", 0), Handler)
     httpd.seen = []
+    httpd.uploaded = []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -136,6 +155,7 @@ def server() -> Iterator[Server]:
 @pytest.fixture
 def port(server: Server) -> int:
     server.seen.clear()
+    server.uploaded.clear()
     return server.server_address[1]
 
 
@@ -531,3 +551,45 @@ class TestSessionHygiene:
 
         (_, headers), *_ = server.seen
         assert headers["Accept-Encoding"] == "identity"
+
+
+class TestUpload:
+    """upload(): a signed upload URL gets the bytes by PUT, under the same address rules as fetch."""
+
+    def test_it_puts_the_bytes_with_their_content_type_and_no_credentials(self, server, base, trusted):
+        data = b"PK\x03\x04" + b"z" * 5000
+        assert (
+            upload(f"{base}/upload?X-Goog-Signature=abc", data, content_type="application/zip", trusted=trusted) == 200
+        )
+        assert server.uploaded == [data]
+        path, headers = server.seen[-1]
+        assert path == "/upload"
+        assert headers["Content-Type"] == "application/zip"
+        assert headers["Content-Length"] == str(len(data))
+        assert "Authorization" not in headers and "Cookie" not in headers
+
+    def test_it_streams_a_file(self, server, base, trusted, tmp_path):
+        archive = tmp_path / "dataset.zip"
+        archive.write_bytes(b"x" * 70_000)
+        with archive.open("rb") as handle:
+            upload(f"{base}/upload", handle, content_type="application/zip", trusted=trusted)
+        assert server.uploaded == [b"x" * 70_000]
+
+    def test_a_loopback_url_is_refused_unless_its_host_is_trusted(self, server, base):
+        with pytest.raises(UnsafeURLError):
+            upload(f"{base}/upload", b"data", content_type="application/zip")
+        assert server.uploaded == []
+
+    def test_a_redirect_is_not_followed(self, server, base, trusted):
+        with pytest.raises(DownloadError) as caught:
+            upload(f"{base}/upload-redirect", b"data", content_type="application/zip", trusted=trusted)
+        assert caught.value.permanent and caught.value.status == 307
+        assert [path for path, _ in server.seen] == ["/upload-redirect"]
+
+    def test_a_busy_server_is_retryable_and_a_refusal_is_not(self, base, trusted):
+        with pytest.raises(DownloadError) as busy:
+            upload(f"{base}/upload-busy", b"data", content_type="application/zip", trusted=trusted)
+        assert not busy.value.permanent and busy.value.retry_after == 4
+        with pytest.raises(DownloadError) as denied:
+            upload(f"{base}/upload-denied", b"data", content_type="application/zip", trusted=trusted)
+        assert denied.value.permanent and denied.value.status == 403

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from responses import matchers
 
 from generation.providers import fal
-from generation.providers.base import GenerationRequest, ProviderError, Reference, ResultStatus
+from generation.providers.base import GenerationRequest, LoraWeight, ProviderError, Reference, ResultStatus
 from generation.providers.fal import NSFW_ERROR, Fal, parse_result
 from generation.providers.webhook_signing import WebhookRejected
 from models_registry.seed import MODELS
@@ -74,6 +74,59 @@ def _fal_settings(settings):
 def rsps():
     with responses.RequestsMock() as mock:
         yield mock
+
+
+class TestLoras:
+    """fal-ai/flux-lora and its image-to-image variant take a `loras` list (docs/providers.md §7.4)."""
+
+    LORA = LoraWeight(
+        path="https://media.studio.test/loras/mira.safetensors?X-Amz-Signature=abc", scale=0.8, trigger_word="mira_k7"
+    )
+
+    def test_the_payload_carries_the_loras_and_the_prompt_leads_with_the_trigger_word(self, rsps):
+        rsps.post("https://queue.fal.run/fal-ai/flux-lora", json=SUBMITTED)
+        request = GenerationRequest(
+            prompt="woman laughing in the rain",
+            num_images=4,
+            seed=7,
+            loras=[self.LORA],
+            params={"loras": [{"path": "https://elsewhere.test/x.safetensors"}], "image_size": "portrait_4_3"},
+        )
+        Fal(seeded("fal-ai/flux-lora")).submit(request)
+        assert sent_json(rsps.calls[0]) == {
+            "prompt": "mira_k7, woman laughing in the rain",
+            "num_images": 4,
+            "seed": 7,
+            "image_size": "portrait_4_3",
+            "loras": [{"path": self.LORA.path, "scale": 0.8}],
+        }
+
+    def test_image_to_image_sends_the_reference_strength_and_loras(self, rsps):
+        rsps.post("https://queue.fal.run/fal-ai/flux-lora/image-to-image", json=SUBMITTED)
+        request = GenerationRequest(
+            prompt="mira_k7 on a beach",
+            references=[ref("a", url="https://media.studio.test/a.png")],
+            denoise=0.6,
+            loras=[self.LORA],
+        )
+        Fal(seeded("fal-ai/flux-lora/image-to-image")).submit(request)
+        body = sent_json(rsps.calls[0])
+        assert body["prompt"] == "mira_k7 on a beach"
+        assert body["image_url"] == "https://media.studio.test/a.png"
+        assert body["strength"] == 0.6
+        assert body["loras"] == [{"path": self.LORA.path, "scale": 0.8}]
+
+    def test_a_model_without_a_loras_input_refuses_rather_than_dropping_the_lora(self, rsps):
+        request = GenerationRequest(prompt="x", loras=[self.LORA])
+        with pytest.raises(ProviderError, match="cannot apply a LoRA") as caught:
+            Fal(seeded("fal-ai/flux-2/flash")).submit(request)
+        assert caught.value.permanent
+        assert len(rsps.calls) == 0
+
+    def test_without_loras_flux_lora_is_plain_text_to_image(self, rsps):
+        rsps.post("https://queue.fal.run/fal-ai/flux-lora", json=SUBMITTED)
+        Fal(seeded("fal-ai/flux-lora")).submit(GenerationRequest(prompt="a fox"))
+        assert sent_json(rsps.calls[0]) == {"prompt": "a fox", "num_images": 1}
 
 
 class TestFalSubmit:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
+import time
 
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from generation.providers.base import GenerationRequest, ProviderError, Reference, ResultStatus
-from generation.providers.offline import OfflineEngine, fails
+from generation.providers.base import (
+    GenerationRequest,
+    LoraWeight,
+    ProviderError,
+    Reference,
+    ResultStatus,
+    TrainingRequest,
+)
+from generation.providers.offline import OfflineEngine, OfflineTrainer, fails, identity_for
 from models_registry.models import ApiModel
 from tests.factories import png_bytes
 
@@ -104,3 +114,70 @@ def test_simulated_failures_are_per_image_and_stable_per_attempt():
     assert not ENGINE.submit(retry).images[0].error
     assert fails("p", 1, 1, 0.5) == fails("p", 1, 1, 0.5)
     assert not fails("p", 1, 1, 0.0) and fails("p", 1, 1, 1.0)
+
+
+# --- the simulated LoRA: training, and generation that keeps the trained identity ----------------
+
+TRAINER = OfflineTrainer(
+    ApiModel(
+        key="offline/lora-trainer",
+        provider="offline",
+        tasks=["lora_training"],
+        input_schema={"properties": {"images_data_url": {}, "steps": {"default": 100, "minimum": 1, "maximum": 1000}}},
+    )
+)
+
+
+def training(latency: float, **fields) -> TrainingRequest:
+    params = {"simulate": {"latency": latency}}
+    return TrainingRequest(dataset_url="", trigger_word="mira_k7", params=params, request_id="t1", **fields)
+
+
+def colour_count(image: Image.Image, colour: list[int]) -> int:
+    counts = {pixel: count for count, pixel in image.getcolors(maxcolors=1 << 20)}
+    return counts.get(tuple(colour), 0)
+
+
+def test_a_training_reports_progress_then_yields_a_small_safetensors_file():
+    request = training(0.6, steps=300)
+    started = TRAINER.submit(request)
+    assert started.status == ResultStatus.PENDING and started.progress is not None and started.progress < 0.2
+    assert started.external_id == "t1" and 0 < started.poll_after <= 0.6
+    time.sleep(0.3)
+    halfway = TRAINER.poll(request, started.external_id, started.handles)
+    assert halfway.status == ResultStatus.PENDING and 0.3 < halfway.progress < 0.9
+    time.sleep(0.35)
+    done = TRAINER.poll(request, started.external_id, started.handles)
+
+    assert done.status == ResultStatus.SUCCEEDED and done.progress == 1.0
+    lora = done.lora
+    assert lora.file_name == "pytorch_lora_weights.safetensors" and lora.file_size == len(lora.data) < 2048
+    header_length = struct.unpack("<Q", lora.data[:8])[0]
+    metadata = json.loads(lora.data[8 : 8 + header_length])["__metadata__"]
+    assert metadata["trigger_word"] == "mira_k7" and metadata["steps"] == "300"
+    assert json.loads(metadata["identity"]) == identity_for("mira_k7")
+
+
+def test_steps_outside_the_trainers_range_are_refused():
+    with pytest.raises(ProviderError, match="Steps must be between 1 and 1000"):
+        TRAINER.submit(training(0, steps=5000))
+
+
+def test_a_lost_training_answer_is_found_finished():
+    assert TRAINER.recover(training(30)).status == ResultStatus.SUCCEEDED
+
+
+def test_generation_with_the_lora_keeps_the_trained_identity_whatever_the_prompt():
+    identity = identity_for("mira_k7")
+    lora = [LoraWeight(path="offline://mira", trigger_word="mira_k7")]
+    prompts = ["mira_k7 with black hair in a forest", "mira_k7 with silver hair on a beach at sunset"]
+    with_lora = [run(p, loras=lora)[0] for p in prompts]
+    without = [run(p)[0] for p in prompts]
+
+    for image in with_lora:
+        assert colour_count(image, identity["skin"]) > 2000
+        assert colour_count(image, identity["hair"]) > 2000
+    # Without the LoRA the prompt decides: the two portraits do not share the identity's hair and skin.
+    assert not all(colour_count(image, identity["skin"]) > 2000 for image in without) or not all(
+        colour_count(image, identity["hair"]) > 2000 for image in without
+    )
