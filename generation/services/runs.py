@@ -7,8 +7,10 @@ charge or a finished job moving back.
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -472,6 +474,32 @@ def request_apply_result(request: ProviderRequest, result: ProviderResult) -> No
     job_finish_if_done(job.pk)
 
 
+# Store threads live as long as the worker: each keeps its database connection across jobs (a
+# fresh PostgreSQL connection per image cost more CPU than the image). Created on first use.
+STORE_THREADS = 4
+_store_pool: ThreadPoolExecutor | None = None
+_store_pool_lock = threading.Lock()
+
+
+def _store_executor() -> ThreadPoolExecutor:
+    global _store_pool
+    with _store_pool_lock:
+        if _store_pool is None:
+            _store_pool = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="store")
+        return _store_pool
+
+
+def store_pool_shutdown() -> None:
+    """Stop the store threads; their connections close with them (a test run's last step, so its
+    database can be dropped)."""
+    global _store_pool
+    with _store_pool_lock:
+        pool, _store_pool = _store_pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+        gc.collect()  # the threads' connections, left behind in their thread-locals
+
+
 def _store_all(job: GenerationJob, work: list, *, model: ApiModel) -> None:
     """Store several images at once: decoding and encoding release the GIL, and a native x4 should
     cost about what x1 does."""
@@ -481,14 +509,15 @@ def _store_all(job: GenerationJob, work: list, *, model: ApiModel) -> None:
         return
 
     def store(item: tuple) -> None:
+        # As a task does (studio/celery.py): drop a connection that died or outlived CONN_MAX_AGE,
+        # keep a good one for the next job.
+        close_old_connections()
         try:
             slot_store(job=job, slot=item[0], image=item[1], model=model)
         finally:
             close_old_connections()
-            connection.close()
 
-    with ThreadPoolExecutor(max_workers=min(4, len(work))) as pool:
-        list(pool.map(store, work))
+    list(_store_executor().map(store, work))
 
 
 # --- fallback -------------------------------------------------------------------------------
