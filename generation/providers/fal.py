@@ -217,7 +217,7 @@ class Fal(HttpApi, Provider):
             status=ResultStatus.PENDING,
             external_id=body["request_id"],
             handles=handles,
-            poll_after=self.default_poll_interval,
+            # When to look is the pipeline's (generation/poll_schedule.py): fal gives no estimate.
         )
 
     def adopt(self, provider_id: str, delivery: dict[str, Any]) -> ProviderResult:
@@ -277,10 +277,9 @@ class Fal(HttpApi, Provider):
             return self._completed_with_error(body, handles)
         return self._fetch_result(handles)
 
-    def _poll_after(self, response: requests.Response) -> float:
-        """A pending answer's Retry-After, uncapped, or the usual interval."""
-        seconds = parse_retry_after(response.headers.get("Retry-After"))
-        return seconds if seconds is not None else self.default_poll_interval
+    def _poll_after(self, response: requests.Response) -> float | None:
+        """A pending answer's Retry-After, uncapped; None lets the pipeline's schedule decide."""
+        return parse_retry_after(response.headers.get("Retry-After"))
 
     def _unknown_status(self, status: Any, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         # fal documents three statuses. Polling anything else until the job deadline would only hide

@@ -23,7 +23,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.db.models import F
 from django.utils import timezone
 
-from generation import enqueue, events, limits
+from generation import enqueue, events, limits, poll_schedule
 from generation.lib import presign
 from generation.models import (
     ACTIVE_JOB_STATUSES,
@@ -377,13 +377,14 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
             handles=result.handles or request.handles,
             updated_at=timezone.now(),
         )
-        interval = (
-            result.poll_after if result.poll_after is not None else get_provider(request.model).default_poll_interval
-        )
+        interval = result.poll_after if result.poll_after is not None else _poll_in(request)
         if webhook_url_for(request):
             # The webhook announces the end; polling is only the safety net if it never comes.
             interval = max(interval, WEBHOOK_POLL_SECONDS)
         return _schedule(request.pk, Next("poll"), due_in=interval)
+    if result.status == ResultStatus.SUCCEEDED and request.sent_at and get_provider(request.model).asynchronous:
+        # A failure may come back at once: only a finished image teaches how long the model takes.
+        poll_schedule.record_duration(request.model_id, (timezone.now() - request.sent_at).total_seconds())
     if result.external_id and result.external_id != request.external_id:
         # Finished within the submit call (Replicate's Prefer: wait): keep the provider's id for
         # support and billing questions all the same.
@@ -391,6 +392,13 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         request.external_id = result.external_id
     request_apply_result(request, result)
     return DONE
+
+
+def _poll_in(request: ProviderRequest) -> float:
+    """When to look at a pending request again, its provider having said nothing."""
+    elapsed = (timezone.now() - request.sent_at).total_seconds() if request.sent_at else 0.0
+    interval = get_provider(request.model).default_poll_interval
+    return poll_schedule.next_poll_in(model_id=request.model_id, elapsed=elapsed, interval=interval)
 
 
 def _request_error(request: ProviderRequest, exc: ProviderError) -> Next:

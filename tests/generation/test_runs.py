@@ -278,3 +278,65 @@ def test_a_lost_queue_submit_sent_with_a_webhook_waits_for_it_then_fails(job, se
     assert provider.submits == 0
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and job.errors[0]["error"] == runs.LOST_SUBMIT_ERROR
+
+
+class Queued(Provider):
+    """A queue API that gives no poll estimate of its own, unless told to send a Retry-After."""
+
+    name = "offline"
+    asynchronous = True
+
+    def __init__(self, poll_after: float | None = None) -> None:
+        self.poll_after = poll_after
+
+    def poll(self, request, external_id, handles):
+        return ProviderResult(status=ResultStatus.PENDING, poll_after=self.poll_after)
+
+
+def submitted_seconds_ago(request, seconds: float) -> None:
+    sent = timezone.now() - timedelta(seconds=seconds)
+    ProviderRequest.objects.filter(pk=request.pk).update(status="submitted", external_id="ext-1", sent_at=sent)
+
+
+def test_a_pending_poll_is_next_due_just_before_the_models_learnt_finish(job):
+    from generation import poll_schedule
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    for _ in range(3):
+        poll_schedule.record_duration(request.model_id, 2.4)
+    submitted_seconds_ago(request, 0.5)
+    with mock.patch("generation.services.runs.get_provider", return_value=Queued()):
+        step = runs.request_poll(request.pk)
+    cache.delete(poll_schedule._key(request.model_id))
+
+    # Not the provider's fixed 1 s tick: 2.4 s expected, minus the lead, minus the 0.5 s run so far.
+    assert step.action == "poll"
+    assert step.countdown == pytest.approx(2.4 - poll_schedule.LEAD_SECONDS - 0.5, abs=0.05)
+
+
+def test_a_pending_polls_retry_after_wins_over_the_schedule(job):
+    request = first_request(job)
+    submitted_seconds_ago(request, 0.5)
+    with mock.patch("generation.services.runs.get_provider", return_value=Queued(poll_after=7.0)):
+        step = runs.request_poll(request.pk)
+    assert step.action == "poll" and step.countdown == pytest.approx(7.0)
+
+
+def test_a_finished_request_teaches_the_schedule_its_duration(job):
+    from generation import poll_schedule
+    from generation.providers.base import GeneratedImage
+    from tests.factories import png_bytes
+
+    class Done(Queued):
+        def poll(self, request, external_id, handles):
+            images = [GeneratedImage(data=png_bytes()) for _ in range(2)]
+            return ProviderResult(status=ResultStatus.SUCCEEDED, images=images)
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    submitted_seconds_ago(request, 1.7)
+    with mock.patch("generation.services.runs.get_provider", return_value=Done()):
+        runs.request_poll(request.pk)
+    assert poll_schedule.expected_seconds(request.model_id) == pytest.approx(1.7, abs=0.2)
+    cache.delete(poll_schedule._key(request.model_id))
