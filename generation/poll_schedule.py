@@ -32,21 +32,28 @@ UNKNOWN_GROWTH = 0.25
 CACHE_SECONDS = 7 * 24 * 3600
 
 
-def _key(model_id: int) -> str:
-    return f"poll-schedule:{model_id}"
+# What is timed: a request from its submit until a poll found it done ("finish"), or one submit
+# call, which holds a provider slot for its length ("call": a synchronous provider's whole
+# generation; generation.limits.slot_free_in).
+FINISH = "finish"
+CALL = "call"
 
 
-def record_duration(model_id: int, seconds: float) -> None:
-    """Remember how long a request of this model took, from its submit until a poll found it done."""
+def _key(model_id: int, what: str = FINISH) -> str:
+    return f"poll-schedule:{what}:{model_id}"
+
+
+def record_duration(model_id: int, seconds: float, what: str = FINISH) -> None:
+    """Remember how long a request (or a call) of this model took."""
     if seconds <= 0:
         return
-    recent = [*(cache.get(_key(model_id)) or []), round(float(seconds), 3)][-HISTORY:]
-    cache.set(_key(model_id), recent, timeout=CACHE_SECONDS)
+    recent = [*(cache.get(_key(model_id, what)) or []), round(float(seconds), 3)][-HISTORY:]
+    cache.set(_key(model_id, what), recent, timeout=CACHE_SECONDS)
 
 
-def expected_seconds(model_id: int) -> float | None:
+def expected_seconds(model_id: int, what: str = FINISH) -> float | None:
     """The model's expected duration from its recent requests, None without any."""
-    recent = sorted(cache.get(_key(model_id)) or [])
+    recent = sorted(cache.get(_key(model_id, what)) or [])
     if not recent:
         return None
     return recent[int(EXPECTED_QUANTILE * (len(recent) - 1))]

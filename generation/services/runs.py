@@ -46,8 +46,11 @@ from studio.models import WorkspaceAsset
 
 logger = logging.getLogger(__name__)
 
-# A provider at its concurrency limit is tried again this soon (plus jitter).
+# A provider at its concurrency limit is tried again this soon (plus jitter) while its calls'
+# length is unknown; then when a slot is expected to free, plus a margin (_slot_wait).
 LIMIT_WAIT_SECONDS = 0.25
+SLOT_MARGIN_SECONDS = 0.03
+SLOT_MIN_WAIT_SECONDS = 0.02
 # A presigned reference URL with less life than this left is signed again, for this long: a
 # provider may hold the request in its queue for minutes before it fetches the reference.
 REFERENCE_URL_MIN_SECONDS = 300
@@ -250,8 +253,7 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
     # one whose worker died by it (limits.submit_in_flight).
     with limits.provider_slot(request.provider, holder=str(request.pk)) as got_slot:
         if not got_slot:
-            wait = max(LIMIT_WAIT_SECONDS, limits.cooldown_remaining(request.provider))
-            return _schedule(request.pk, Next("submit", wait + random.uniform(0, LIMIT_WAIT_SECONDS)))
+            return _schedule(request.pk, Next("submit", _slot_wait(request)))
         now = timezone.now()
         claimed = ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
             status=RequestStatus.SUBMITTED, attempts=F("attempts") + 1, sent_at=now, due_at=None, updated_at=now
@@ -260,14 +262,38 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
             return DONE
         request.refresh_from_db()
         provider = get_provider(request.model)
+        started = time.monotonic()
         try:
             result = _provider_call(request, "submit", lambda: provider.submit(build_request(request, job)))
         except ProviderError as exc:
             return _request_error(request, exc)
+        poll_schedule.record_duration(request.model_id, time.monotonic() - started, poll_schedule.CALL)
         if result.external_id:
             # Before the lease goes: from here on a crash costs a poll, not a lost generation.
             _save_provider_id(request, result)
     return _request_progress(request, result)
+
+
+def _slot_wait(request: ProviderRequest) -> float:
+    """How long a submit refused a provider slot waits before it tries again: until a slot is
+    expected to free for it, counting the requests already waiting ahead of it, so a waiter tries
+    about once instead of every quarter second while a synchronous call (Gemini) holds the slot.
+    A provider whose calls are not timed yet, or a rate limit or cool-down, gets the short wait."""
+    cooling = limits.cooldown_remaining(request.provider)
+    call_seconds = poll_schedule.expected_seconds(request.model_id, poll_schedule.CALL)
+    if cooling > 0 or call_seconds is None:
+        return max(LIMIT_WAIT_SECONDS, cooling) + random.uniform(0, LIMIT_WAIT_SECONDS)
+    # First come, first served: a waiter refused again keeps its place ahead of later ones.
+    ahead = ProviderRequest.objects.filter(
+        provider=request.provider,
+        status=RequestStatus.PENDING,
+        due_at__gt=timezone.now(),
+        created_at__lt=request.created_at,
+    ).count()
+    free_in = limits.slot_free_in(request.provider, ahead + 1, call_seconds)
+    # A little after the expected release, so the slot is free when the step runs; never 0, so a
+    # rate-limited provider is not asked in a tight loop.
+    return max(SLOT_MIN_WAIT_SECONDS, free_in + SLOT_MARGIN_SECONDS)
 
 
 def _provider_call(request: ProviderRequest, op: str, call: Callable[[], ProviderResult | None]):

@@ -340,3 +340,34 @@ def test_a_finished_request_teaches_the_schedule_its_duration(job):
         runs.request_poll(request.pk)
     assert poll_schedule.expected_seconds(request.model_id) == pytest.approx(1.7, abs=0.2)
     cache.delete(poll_schedule._key(request.model_id))
+
+
+def test_a_submit_refused_a_slot_waits_until_one_is_expected_to_free(job, settings):
+    """A synchronous provider's calls hold the slot for seconds: the waiter does not spin."""
+    from generation import poll_schedule
+
+    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id, poll_schedule.CALL))
+    poll_schedule.record_duration(request.model_id, 3.0, poll_schedule.CALL)
+    try:
+        with limits.provider_slot("offline", holder="someone-else") as held:
+            assert held
+            step = runs.request_submit(request.pk)
+    finally:
+        cache.delete(poll_schedule._key(request.model_id, poll_schedule.CALL))
+
+    assert step.action == "submit"
+    assert 3.0 - 0.2 <= step.countdown <= 3.0 + runs.SLOT_MARGIN_SECONDS + 0.05
+
+
+def test_a_submit_refused_a_slot_of_an_untimed_provider_tries_again_soon(job, settings):
+    from generation import poll_schedule
+
+    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id, poll_schedule.CALL))
+    with limits.provider_slot("offline", holder="someone-else") as held:
+        assert held
+        step = runs.request_submit(request.pk)
+    assert step.action == "submit" and runs.LIMIT_WAIT_SECONDS <= step.countdown <= 2 * runs.LIMIT_WAIT_SECONDS
