@@ -406,23 +406,28 @@ def process_image(
     try:
         if fmt not in ALLOWED_FORMATS:  # formats= guarantees this; belt and braces for a Pillow change
             raise InvalidImage("The file is not a PNG, JPEG or WebP image.")
-        stripped = None
+        strip = None
         if not reencode and source.getexif().get(ExifTags.Base.Orientation, 1) == 1:
             if fmt in ("PNG", "WEBP"):
-                stripped = _strip_png(data) if fmt == "PNG" else _strip_webp(data)
+                strip = _strip_png if fmt == "PNG" else _strip_webp
             elif source.mode == "RGB":  # JPEG output is always RGB: greyscale and CMYK re-encode
-                stripped = _strip_jpeg(data)
-        if stripped is None and source.size != source.encoded_size:
-            # The reduced decode cannot be re-encoded: decode again in full (a rotated or odd JPEG).
-            source.close()
-            source = open_image(data, max_pixels=max_pixels)
-        if stripped is not None:
-            encoded, image = stripped, source
+                strip = _strip_jpeg
+        encoded = None
+        if strip is not None:
             width, height = source.encoded_size
-        else:
+            thumbnail = _thumbnail(source, thumbnail_size)
+            # The pixels were needed for the check and the thumbnail only: free them before the
+            # stripped copy exists (four stores at once each held both).
+            source.close()
+            encoded = strip(data)
+        if encoded is None:
+            if strip is not None or source.size != source.encoded_size:
+                # Not strippable after all, or decoded at a reduced scale: decode again in full.
+                source.close()
+                source = open_image(data, max_pixels=max_pixels)
             encoded, image = _reencode(source, fmt)
             width, height = image.size
-        thumbnail = _thumbnail(image, thumbnail_size)
+            thumbnail = _thumbnail(image, thumbnail_size)
     except InvalidImage:
         raise
     except Exception as exc:  # EXIF parsing and odd modes are Pillow code paths too; fail closed
