@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from django.core.cache import cache
 
-# Durations kept per model, and which of them is taken as the expected finish: a low one, since a
-# poll that comes early costs one cheap request and one that comes late costs the user's time.
-HISTORY = 16
-EXPECTED_QUANTILE = 0.25
+# Durations kept per model; the shortest of them is the expected finish: a poll that comes early
+# costs one cheap request, one that comes late costs the user's time. Few, so a model that got
+# faster or slower is followed within a few jobs.
+HISTORY = 4
+# A request found done at its first poll may have finished well before: it is recorded this much
+# shorter, so the schedule keeps probing earlier until a first poll finds a request still running.
+DONE_AT_FIRST_LOOK = 0.9
 # The first poll goes this much before the expected finish: polling exactly at it would learn a
 # duration a round trip longer each time.
 LEAD_SECONDS = 0.05
 # Past the expected finish the gap starts here and grows by this share of the lateness.
 MIN_GAP_SECONDS = 0.05
-GAP_GROWTH = 0.5
+GAP_GROWTH = 0.25
 # Without history: the first look, and the share of the time run so far until the next.
 FIRST_LOOK_SECONDS = 0.5
 UNKNOWN_GROWTH = 0.25
@@ -43,20 +46,21 @@ def _key(model_id: int, what: str = FINISH) -> str:
     return f"poll-schedule:{what}:{model_id}"
 
 
-def record_duration(model_id: int, seconds: float, what: str = FINISH) -> None:
-    """Remember how long a request (or a call) of this model took."""
+def record_duration(model_id: int, seconds: float, what: str = FINISH, *, first_look: bool = False) -> None:
+    """Remember how long a request (or a call) of this model took; `first_look` when the request
+    was found done by its first poll (it may have taken less)."""
     if seconds <= 0:
         return
+    if first_look:
+        seconds *= DONE_AT_FIRST_LOOK
     recent = [*(cache.get(_key(model_id, what)) or []), round(float(seconds), 3)][-HISTORY:]
     cache.set(_key(model_id, what), recent, timeout=CACHE_SECONDS)
 
 
 def expected_seconds(model_id: int, what: str = FINISH) -> float | None:
     """The model's expected duration from its recent requests, None without any."""
-    recent = sorted(cache.get(_key(model_id, what)) or [])
-    if not recent:
-        return None
-    return recent[int(EXPECTED_QUANTILE * (len(recent) - 1))]
+    recent = cache.get(_key(model_id, what)) or []
+    return min(recent) if recent else None
 
 
 def next_poll_in(*, model_id: int, elapsed: float, interval: float) -> float:

@@ -410,7 +410,9 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         return _schedule(request.pk, Next("poll"), due_in=interval)
     if result.status == ResultStatus.SUCCEEDED and request.sent_at and get_provider(request.model).asynchronous:
         # A failure may come back at once: only a finished image teaches how long the model takes.
-        poll_schedule.record_duration(request.model_id, (timezone.now() - request.sent_at).total_seconds())
+        seconds = (timezone.now() - request.sent_at).total_seconds()
+        # request.polls was read before this poll counted itself: 0 means this was the first look.
+        poll_schedule.record_duration(request.model_id, seconds, first_look=request.polls == 0)
     if result.external_id and result.external_id != request.external_id:
         # Finished within the submit call (Replicate's Prefer: wait): keep the provider's id for
         # support and billing questions all the same.

@@ -48,19 +48,24 @@ def test_past_the_expected_finish_the_gaps_grow_up_to_the_interval():
     record_duration(MODEL, 2.0)
     gaps = []
     elapsed = 2.0
-    for _ in range(12):
+    for _ in range(20):
         gap = next_poll_in(model_id=MODEL, elapsed=elapsed, interval=1.0)
         gaps.append(gap)
         elapsed += gap
     assert gaps == sorted(gaps) and gaps[0] < 0.2 and gaps[-1] == 1.0
 
 
-def test_the_expected_duration_is_a_low_one_of_the_recent_ones_and_the_history_is_bounded():
-    for seconds in [5.0, 1.0, 2.0, 3.0, 4.0]:
+def test_the_expected_duration_is_the_shortest_recent_one_and_follows_a_change_within_a_few_jobs():
+    for seconds in [5.0, 3.0, 2.0, 4.0]:
         record_duration(MODEL, seconds)
     assert expected_seconds(MODEL) == 2.0
     for _ in range(poll_schedule.HISTORY):
-        record_duration(MODEL, 7.0)
+        record_duration(MODEL, 7.0)  # the model got slower
     assert expected_seconds(MODEL) == 7.0
     assert len(cache.get(poll_schedule._key(MODEL))) == poll_schedule.HISTORY
     assert expected_seconds(MODEL + 1) is None
+
+
+def test_a_request_done_at_its_first_look_teaches_an_earlier_first_poll():
+    record_duration(MODEL, 2.0, first_look=True)
+    assert expected_seconds(MODEL) == pytest.approx(2.0 * poll_schedule.DONE_AT_FIRST_LOOK)
