@@ -227,7 +227,8 @@ def main() -> None:
     user, _ = get_user_model().objects.get_or_create(username=f"bench-{uuid.uuid4().hex[:6]}")
     CreditAccount.objects.filter(pk=credit_account(user).pk).update(balance=100000)
     print(f"issue 9, worker rows; one run, {os.cpu_count()} CPUs, {settings.DATABASES['default']['ENGINE']}")
-    with Simulator() as simulator, override_settings(**simulator.settings_overrides(), USER_RATE_LIMITS={"job": 0, "upload": 0}):
+    unlimited = {"job": 0, "upload": 0}
+    with Simulator() as simulator, override_settings(**simulator.settings_overrides(), USER_RATE_LIMITS=unlimited):
         section_overhead(user, simulator)
         section_burst(user, simulator)
         section_gemini(user, simulator)
