@@ -35,7 +35,6 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
 from generation.models import CreditAccount, GenerationJob, ProviderRequest  # noqa: E402
@@ -45,7 +44,7 @@ from models_registry.models import ApiModel  # noqa: E402
 from studio.celery import app  # noqa: E402
 from tests.factories import offline_model, wait_for_job  # noqa: E402
 from tests.simulator import Simulator  # noqa: E402
-from tests.worker import ARTIFACTS, start_worker, stop_worker  # noqa: E402
+from tests.worker import ARTIFACTS, sessions_opened, start_worker, stop_worker  # noqa: E402
 
 L = 2.0
 RUNS = 3
@@ -105,14 +104,6 @@ def timed(user, model: ApiModel, images: int, latency: float, *, simulate: bool 
     wall = time.perf_counter() - start
     assert job.status == "succeeded", job.errors
     return wall - latency
-
-
-def sessions_opened() -> int:
-    time.sleep(1.2)  # backends report their statistics at most once a second
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-        return cursor.fetchone()[0]
 
 
 def burst(user, model: ApiModel, jobs: int, images: int, latency: float, *, simulate: bool = True):

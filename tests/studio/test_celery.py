@@ -6,26 +6,17 @@ import time
 import uuid
 
 import pytest
-from django.db import connection
 from django.test import override_settings
 
 from generation.models import JobStatus
 from generation.services import runs
 from generation.services.jobs import job_create
 from tests.factories import offline_model, wait_for_job
+from tests.worker import sessions_opened
 
 pytestmark = pytest.mark.worker
 
 THREADS = 4
-
-
-def sessions_opened() -> int:
-    """Connections PostgreSQL has accepted to this database since its statistics began."""
-    time.sleep(1.2)  # backends report their statistics at most once a second
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-        return cursor.fetchone()[0]
 
 
 @pytest.fixture
