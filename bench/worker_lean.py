@@ -7,7 +7,8 @@
     synchronous provider       40 Gemini requests at a concurrency of 4: wall / bound, refused re-runs
     image memory               worker peak RSS storing 10 x 4.4 MB PNGs (a process of its own)
 
-Run with `make bench-lean` (it starts PostgreSQL and Redis). Real Celery workers run the jobs
+Run with `make bench-lean` (it starts PostgreSQL and Redis); `bench/worker_lean.py gemini memory` runs
+only the sections named. Real Celery workers run the jobs
 against the loopback provider simulator (tests/simulator/); the web side (job_create) runs here.
 """
 
@@ -212,7 +213,12 @@ def section_memory() -> None:
     row("peak RSS growth", f"+{grown:.0f} MB (PNGs of {size:.1f} MB)", "<= +50 MB", grown <= 50)
 
 
+SECTIONS = ("overhead", "burst", "gemini", "memory")
+
+
 def main() -> None:
+    # `worker_lean.py gemini memory` runs only those sections; no argument runs them all.
+    chosen = set(sys.argv[1:]) or set(SECTIONS)
     call_command("migrate", verbosity=0)
     call_command("seed_models", verbosity=0)
     user, _ = get_user_model().objects.get_or_create(username=f"bench-{uuid.uuid4().hex[:6]}")
@@ -220,10 +226,11 @@ def main() -> None:
     print(f"issue 9, worker rows; one run, {os.cpu_count()} CPUs, {settings.DATABASES['default']['ENGINE']}")
     unlimited = {"job": 0, "upload": 0}
     with Simulator() as simulator, override_settings(**simulator.settings_overrides(), USER_RATE_LIMITS=unlimited):
-        section_overhead(user, simulator)
-        section_burst(user, simulator)
-        section_gemini(user, simulator)
-    section_memory()
+        for name, section in (("overhead", section_overhead), ("burst", section_burst), ("gemini", section_gemini)):
+            if name in chosen:
+                section(user, simulator)
+    if "memory" in chosen:
+        section_memory()
 
 
 if __name__ == "__main__":

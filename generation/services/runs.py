@@ -283,12 +283,14 @@ def _slot_wait(request: ProviderRequest) -> float:
     call_seconds = poll_schedule.expected_seconds(request.model_id, poll_schedule.CALL)
     if cooling > 0 or call_seconds is None:
         return max(LIMIT_WAIT_SECONDS, cooling) + random.uniform(0, LIMIT_WAIT_SECONDS)
-    # First come, first served: a waiter refused again keeps its place ahead of later ones.
+    # First come, first served: every older request still to be sent goes first (those being sent
+    # right now included), so waiters refused at the same moment spread over the coming releases
+    # instead of all trying the first. One overdue for the sweeper is not waited for.
     ahead = ProviderRequest.objects.filter(
         provider=request.provider,
         status=RequestStatus.PENDING,
-        due_at__gt=timezone.now(),
         created_at__lt=request.created_at,
+        due_at__gt=timezone.now() - timedelta(seconds=settings.SWEEP_GRACE_SECONDS),
     ).count()
     free_in = limits.slot_free_in(request.provider, ahead + 1, call_seconds)
     # A little after the expected release, so the slot is free when the step runs; never 0, so a
