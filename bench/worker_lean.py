@@ -193,10 +193,12 @@ def section_gemini(user, simulator: Simulator) -> None:
         requests = ProviderRequest.objects.count() - first
         text = log.read_bytes()[mark:].decode(errors="replace")
         submits = len(re.findall(r"request_submit_task\[[^\]]+\] received", text))
+        refused = len(re.findall(r"provider gemini: no free slot for request", text))
     bound = math.ceil(40 / GEMINI_CONCURRENCY) * 1.0
-    reruns = (submits - requests) / max(1, requests)
+    reruns = refused / max(1, requests)
     row("wall / bound", f"{wall:.2f} s / {bound:.0f} s = {wall / bound:.2f}x", "<= 1.15x", wall <= 1.15 * bound)
-    row("refused-slot re-runs per request", f"{reruns:.2f} ({submits - requests} for {requests})", "<= 1", reruns <= 1)
+    row("refused-slot re-runs per request", f"{reruns:.2f} ({refused} for {requests})", "<= 1", reruns <= 1)
+    print(f"  (submit steps run: {submits} for {requests} requests, a slot's hand-over and the waiter's own step)")
 
 
 def section_memory() -> None:

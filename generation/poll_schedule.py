@@ -35,9 +35,9 @@ UNKNOWN_GROWTH = 0.25
 CACHE_SECONDS = 7 * 24 * 3600
 
 
-# What is timed: a request from its submit until a poll found it done ("finish"), or one submit
-# call, which holds a provider slot for its length ("call": a synchronous provider's whole
-# generation; generation.limits.slot_free_in).
+# What is timed: a request from its submit until a poll found it done ("finish"), or how long a
+# submit held its provider slot ("call": a synchronous provider's whole generation;
+# generation.limits.slot_free_in).
 FINISH = "finish"
 CALL = "call"
 
@@ -60,7 +60,11 @@ def record_duration(model_id: int, seconds: float, what: str = FINISH, *, first_
 def expected_seconds(model_id: int, what: str = FINISH) -> float | None:
     """The model's expected duration from its recent requests, None without any."""
     recent = cache.get(_key(model_id, what)) or []
-    return min(recent) if recent else None
+    if not recent:
+        return None
+    # A slot's waiter that comes early is refused and waits a whole call more: for calls, the
+    # longest recent one.
+    return max(recent) if what == CALL else min(recent)
 
 
 def next_poll_in(*, model_id: int, elapsed: float, interval: float) -> float:

@@ -253,7 +253,10 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
     # one whose worker died by it (limits.submit_in_flight).
     with limits.provider_slot(request.provider, holder=str(request.pk)) as got_slot:
         if not got_slot:
-            return _schedule(request.pk, Next("submit", _slot_wait(request)))
+            wait = _slot_wait(request)
+            logger.info("provider %s: no free slot for request %s; again in %.2f s", request.provider, request.pk, wait)
+            return _schedule(request.pk, Next("submit", wait))
+        held_since = time.monotonic()
         now = timezone.now()
         claimed = ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
             status=RequestStatus.SUBMITTED, attempts=F("attempts") + 1, sent_at=now, due_at=None, updated_at=now
@@ -262,16 +265,32 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
             return DONE
         request.refresh_from_db()
         provider = get_provider(request.model)
-        started = time.monotonic()
         try:
             result = _provider_call(request, "submit", lambda: provider.submit(build_request(request, job)))
         except ProviderError as exc:
             return _request_error(request, exc)
-        poll_schedule.record_duration(request.model_id, time.monotonic() - started, poll_schedule.CALL)
         if result.external_id:
             # Before the lease goes: from here on a crash costs a poll, not a lost generation.
             _save_provider_id(request, result)
+        # How long the slot was held, for the waiters' estimate of when one frees (_slot_wait).
+        poll_schedule.record_duration(request.model_id, time.monotonic() - held_since, poll_schedule.CALL)
+    if not provider.asynchronous:
+        _hand_over_slot(request.provider)
     return _request_progress(request, result)
+
+
+def _hand_over_slot(provider: str) -> None:
+    """The slot a synchronous call held for seconds is free: send the oldest request waiting for
+    one now, rather than let it find out at its estimate. Its own delayed step still comes, finds
+    it sent and does nothing. A request waiting out a provider's error (its error is set) is left
+    to its backoff."""
+    now = timezone.now()
+    waiting = ProviderRequest.objects.filter(provider=provider, status=RequestStatus.PENDING, error="", due_at__gt=now)
+    for request_id in waiting.order_by("created_at").values_list("pk", flat=True)[:2]:
+        # Conditional: of two workers releasing at once, each wakes a different waiter.
+        if ProviderRequest.objects.filter(pk=request_id, due_at__gt=now).update(due_at=now, updated_at=now):
+            enqueue.submit([request_id])
+            return
 
 
 def _slot_wait(request: ProviderRequest) -> float:
