@@ -22,12 +22,12 @@ from django.core.cache import cache
 HISTORY = 4
 # A request found done at its first poll may have finished well before: it is recorded this much
 # shorter, so the schedule keeps probing earlier until a first poll finds a request still running.
-DONE_AT_FIRST_LOOK = 0.97
+DONE_AT_FIRST_LOOK = 0.9
 # The first poll goes this much before the expected finish: polling exactly at it would learn a
 # duration a round trip longer each time.
 LEAD_SECONDS = 0.05
 # Past the expected finish the gap starts here and grows by this share of the lateness.
-MIN_GAP_SECONDS = 0.04
+MIN_GAP_SECONDS = 0.05
 GAP_GROWTH = 0.25
 # Without history: the first look, and the share of the time run so far until the next.
 FIRST_LOOK_SECONDS = 0.5
