@@ -343,54 +343,46 @@ def test_a_finished_request_teaches_the_schedule_its_duration(job):
     cache.delete(poll_schedule._key(request.model_id))
 
 
-def test_a_submit_refused_a_slot_waits_until_one_is_expected_to_free(job, settings):
-    """A synchronous provider's calls hold the slot for seconds: the waiter does not spin."""
+def submit_while_the_slot_is_held(request, call_seconds: float | None) -> runs.Next:
+    """Submit `request` while another call holds the provider's one slot; its calls are timed at
+    `call_seconds` (None: not timed yet)."""
     from generation import poll_schedule
 
-    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
-    request = first_request(job)
-    cache.delete(poll_schedule._key(request.model_id, poll_schedule.CALL))
-    poll_schedule.record_duration(request.model_id, 3.0, poll_schedule.CALL)
+    key = poll_schedule._key(request.model_id, poll_schedule.CALL)
+    cache.delete(key)
+    if call_seconds is not None:
+        poll_schedule.record_duration(request.model_id, call_seconds, poll_schedule.CALL)
     try:
         with limits.provider_slot("offline", holder="someone-else") as held:
             assert held
-            step = runs.request_submit(request.pk)
+            return runs.request_submit(request.pk)
     finally:
-        cache.delete(poll_schedule._key(request.model_id, poll_schedule.CALL))
+        cache.delete(key)
+
+
+def test_a_submit_refused_a_slot_waits_until_one_is_expected_to_free(job, settings):
+    """A synchronous provider's calls hold the slot for seconds: the waiter does not spin."""
+    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
+    step = submit_while_the_slot_is_held(first_request(job), 3.0)
 
     assert step.action == "submit"
     assert 3.0 - 0.2 <= step.countdown <= 3.0 + runs.SLOT_MARGIN_SECONDS + 0.05
 
 
 def test_a_submit_refused_a_slot_of_an_untimed_provider_tries_again_soon(job, settings):
-    from generation import poll_schedule
-
     settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
-    request = first_request(job)
-    cache.delete(poll_schedule._key(request.model_id, poll_schedule.CALL))
-    with limits.provider_slot("offline", holder="someone-else") as held:
-        assert held
-        step = runs.request_submit(request.pk)
+    step = submit_while_the_slot_is_held(first_request(job), None)
     assert step.action == "submit" and runs.LIMIT_WAIT_SECONDS <= step.countdown <= 2 * runs.LIMIT_WAIT_SECONDS
 
 
 def test_refused_submits_queue_behind_the_older_requests_still_to_be_sent(job, settings):
-    from generation import poll_schedule
-
     settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
     request = first_request(job)
     older = timezone.now() - timedelta(seconds=5)
     for _ in range(2):  # two requests queued before ours, not sent yet
         earlier = ProviderRequest.objects.create(job=job, model=request.model, provider="offline", due_at=older)
         ProviderRequest.objects.filter(pk=earlier.pk).update(created_at=older)
-    cache.delete(poll_schedule._key(request.model_id, poll_schedule.CALL))
-    poll_schedule.record_duration(request.model_id, 3.0, poll_schedule.CALL)
-    try:
-        with limits.provider_slot("offline", holder="someone-else") as held:
-            assert held
-            step = runs.request_submit(request.pk)
-    finally:
-        cache.delete(poll_schedule._key(request.model_id, poll_schedule.CALL))
+    step = submit_while_the_slot_is_held(request, 3.0)
 
     # The held call ends in ~3 s and serves the first of the older two; each next call takes 3 s more.
     assert 9.0 - 0.2 <= step.countdown <= 9.0 + runs.SLOT_MARGIN_SECONDS + 0.05
