@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench bench-batch-stream bench-browser bench-gpu faults clean venv venv-dev
+.PHONY: run test lint format bench bench-batch-stream bench-browser bench-gpu bench-lean faults clean venv venv-dev
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -72,6 +72,13 @@ bench-browser: venv-dev
 # whatever device it finds; on the CPU the tiny test pipeline at tiny sizes (a smoke test only).
 bench-gpu: venv-dev
 	$(PY) bench/gpu_worker.py $(BENCH_GPU_ARGS)
+
+# Issue 9's worker rows: orchestration overhead, fal pick-up as L varies, connections per burst,
+# the synchronous provider's wall and re-runs, image memory (bench/worker_lean.py).
+bench-lean: venv-dev
+	@tests/infra/services.sh start
+	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
+	  rc=0; $(PY) bench/worker_lean.py || rc=$$?; tests/infra/services.sh stop; exit $$rc
 
 # The fault suite (not part of `make test`): kills workers, Redis and database connections under
 # load and prints lost / duplicate / double-charge / double-submit / recovery figures per fault.

@@ -134,7 +134,8 @@ def provider_slot(provider: str, holder: str = "") -> Iterator[bool]:
     if cooldown_remaining(provider) > 0 or not _rate_ok(provider):
         yield False
         return
-    token = f"{holder}:{uuid.uuid4().hex}"
+    # The start time tells waiters when this slot is likely to free (slot_free_in).
+    token = f"{holder}:{time.time():.3f}:{uuid.uuid4().hex}"
     held = None
     for key in _lease_keys(provider):
         if cache.add(key, token, timeout=LEASE_SECONDS):
@@ -159,6 +160,25 @@ def _release(key: str, token: str) -> None:
             cache.delete(key)
     except Exception:
         logger.warning("could not release provider lease %s; it lapses in %s s", key, LEASE_SECONDS, exc_info=True)
+
+
+def slot_free_in(provider: str, position: int, call_seconds: float) -> float:
+    """Seconds until the `position`-th waiter (1 = next) for `provider` may find a slot free, when
+    calls take about `call_seconds`: the held leases end in the order they started, then every
+    slot serves one call after another. 0 when a slot is free now."""
+    now = time.time()
+    keys = _lease_keys(provider)
+    starts = []
+    for value in cache.get_many(keys).values():
+        try:
+            starts.append(float(str(value).split(":")[1]))
+        except (IndexError, ValueError):
+            starts.append(now)  # a lease of an older version: assume it just began
+    if len(starts) < len(keys):
+        return 0.0
+    ends = sorted(max(now, start + call_seconds) for start in starts)
+    rounds, index = divmod(max(0, position - 1), len(ends))
+    return ends[index] - now + rounds * call_seconds
 
 
 def submit_in_flight(provider: str, holder: str) -> bool:

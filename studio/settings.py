@@ -215,6 +215,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection before and after each task unless this is
+# set: a fresh PostgreSQL connection per step cost a third of the machine's CPU under load. With it,
+# a worker thread keeps its connection; studio/celery.py still drops one that died or outlived
+# DB_CONN_MAX_AGE around each task, and CONN_HEALTH_CHECKS replaces a dropped one before use.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # Off: the worker runs a threads pool, which cannot cancel a running task, and celery 5.6 lets
 # the NotImplementedError end the worker on every broker connection loss. A task left running
 # may be delivered again after the visibility timeout; every task is idempotent.

@@ -38,6 +38,16 @@ def staff_client(client, staff):
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, and then: the pipeline's store threads keep their connections
+    (generation.services.runs); close them before the test database is dropped."""
+    yield
+    from generation.services.runs import store_pool_shutdown
+
+    store_pool_shutdown()
+
+
+@pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker):
     """One real worker process for the session (tests using it need `transactional_db`)."""
     from tests.worker import start_worker, stop_worker

@@ -88,3 +88,12 @@ def stop_worker(process, *, kill: bool = False) -> None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     process.log_file.close()
+
+
+def sessions_opened() -> int:
+    """Connections PostgreSQL has accepted to this database since its statistics began."""
+    time.sleep(1.2)  # backends report their statistics at most once a second
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]

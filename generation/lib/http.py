@@ -110,11 +110,13 @@ class _HostNotFoundError(Exception):
 class Download:
     """A fetched body. `content_type` is the media type alone, lower case ("image/png"), or
     "application/octet-stream" when the server sent none; it is the server's claim, not checked.
-    `url` is the final URL after redirects."""
+    `url` is the final URL after redirects. Fetched `into` a file, `data` is empty and `size` is
+    what was written."""
 
     data: bytes
     content_type: str
     url: str
+    size: int = 0
 
 
 # --- address rules --------------------------------------------------------------------------------------------
@@ -387,7 +389,9 @@ def _raise_for_status(response: requests.Response) -> None:
     )
 
 
-def _read_capped(response: requests.Response, max_bytes: int, deadline: float) -> bytes:
+def _read_capped(
+    response: requests.Response, max_bytes: int, deadline: float, into: BinaryIO | None = None
+) -> tuple[bytes, int]:
     too_large = DownloadError(f"The file is larger than the {megabytes(max_bytes)} limit.", permanent=True)
     declared = response.headers.get("Content-Length")
     if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
@@ -404,12 +408,15 @@ def _read_capped(response: requests.Response, max_bytes: int, deadline: float) -
             # is stopped here, between chunks.
             if time.monotonic() > deadline:
                 raise DownloadError("The download took too long.", permanent=False)
-            chunks.append(chunk)
+            if into is None:
+                chunks.append(chunk)
+            else:
+                into.write(chunk)
     except requests.exceptions.ContentDecodingError as exc:
         raise DownloadError("The server sent a body that could not be decoded.", permanent=True) from exc
     except requests.exceptions.RequestException as exc:
         raise DownloadError("The download was interrupted.", permanent=False) from exc
-    return b"".join(chunks)
+    return b"".join(chunks), total
 
 
 def fetch(
@@ -421,6 +428,7 @@ def fetch(
     headers: dict[str, str] | None = None,
     total_timeout: float = 120.0,
     trusted: Collection[str] = (),
+    into: BinaryIO | None = None,
 ) -> Download:
     """GET `url` under the SSRF rules in the module docstring and return its body.
 
@@ -430,7 +438,9 @@ def fetch(
     `total_timeout` a bound on the whole fetch checked between chunks. `headers` go to the original origin
     only, never to a redirect elsewhere. `trusted` ("host" or "host:port") are hosts exempt from the
     public-address rule for `url` itself and for redirects that stay on its origin; pass the trusted hosts
-    of the provider the URL came from, and nothing for a user's URL.
+    of the provider the URL came from, and nothing for a user's URL. `into` (a file open for binary
+    writing) receives the body as it arrives, under the same cap, instead of `data`: a large image
+    is never held twice in memory (chunks and their join).
     """
     if max_bytes is None:
         max_bytes = settings.DOWNLOAD_MAX_BYTES
@@ -465,9 +475,11 @@ def fetch(
                     current = urljoin(current, location.strip())
                     continue
                 _raise_for_status(response)
-                data = _read_capped(response, max_bytes, deadline)
+                data, size = _read_capped(response, max_bytes, deadline, into)
                 media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-                return Download(data=data, content_type=media_type or "application/octet-stream", url=current)
+                return Download(
+                    data=data, content_type=media_type or "application/octet-stream", url=current, size=size
+                )
         raise DownloadError(f"Too many redirects (more than {max_redirects}).", permanent=True)
     finally:
         _current_trusted.reset(token)

@@ -83,13 +83,16 @@ def sniff_content_type(data: bytes) -> str | None:
     return None
 
 
-def open_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
+def open_image(data: bytes, *, max_pixels: int | None = None, draft_size: int | None = None) -> Image.Image:
     """Decode `data` fully and return the image, or raise `InvalidImage`.
 
     Guarantees on return: the format is one of ALLOWED_FORMATS, width × height <= max_pixels
     (default settings.IMAGE_MAX_PIXELS), and the pixel data was decoded completely, so a truncated
     or corrupt file never gets past this point. Only the first frame of an animated file is loaded.
     `image.format` may be "MPO" (a JPEG with extra pictures, as many phone cameras write): treat it as JPEG.
+    `draft_size`: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose sides stay at or
+    above it, which still reads every byte of the entropy-coded data; `image.size` is then the reduced
+    size and `image.encoded_size` the file's own.
     """
     if max_pixels is None:
         max_pixels = settings.IMAGE_MAX_PIXELS
@@ -122,6 +125,9 @@ def open_image(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
                 raise InvalidImage("The image has no pixels.")
             if width * height > max_pixels:
                 raise InvalidImage(f"The image is {width}×{height} pixels; the limit is {megapixels(max_pixels)}.")
+            image.encoded_size = (width, height)
+            if draft_size and image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L"):
+                image.draft(image.mode, (draft_size, draft_size))
             try:
                 image.load()
             except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -240,6 +246,67 @@ def _strip_png(data: bytes) -> bytes | None:
     return b"".join((_PNG_SIGNATURE, *kept, *idat, _PNG_IEND))
 
 
+# JPEG markers kept by _strip_jpeg: the frame (baseline, extended, progressive Huffman), its tables,
+# scans, restart interval and JFIF/Adobe headers (APP14 says how the colours are transformed).
+_JPEG_SOF = {0xC0, 0xC1, 0xC2}
+_JPEG_KEEP = _JPEG_SOF | {0xC4, 0xDB, 0xDD, 0xDA}
+
+
+def _strip_jpeg(data: bytes) -> bytes | None:
+    """`data` rebuilt from its frame, tables and scans alone, or None to re-encode instead.
+
+    Why: a re-encode costs ~40 ms at 1 MP and loses quality every pass. EXIF, XMP, ICC, comments,
+    every other APPn segment and anything after EOI (an MPO's further pictures) are dropped; the
+    entropy-coded data is copied byte for byte (Pillow has decoded all of it). None for arithmetic
+    coding, lossless or hierarchical frames, or anything not laid out as the JPEG spec says.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    view = memoryview(data)
+    parts: list[memoryview | bytes] = [b"\xff\xd8"]
+    pos, size, frame = 2, len(data), False
+    while True:
+        if pos + 2 > size or data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill bytes before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            break
+        if pos + 4 > size:
+            return None
+        end = pos + 2 + int.from_bytes(view[pos + 2 : pos + 4], "big")
+        if end > size:
+            return None
+        if 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return None  # lossless, hierarchical or arithmetic-coded frames
+        if marker in _JPEG_SOF:
+            frame = True
+        header = bytes(view[pos + 4 : pos + 9])
+        if marker in _JPEG_KEEP or (marker, header) in ((0xE0, b"JFIF\0"), (0xEE, b"Adobe")):
+            parts.append(view[pos:end])
+        elif not (0xE0 <= marker <= 0xEF or marker == 0xFE):
+            return None  # a marker we do not know how to judge
+        pos = end
+        if marker == 0xDA:  # the scan's entropy-coded data runs to the next marker other than RSTn
+            scan = pos
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= size:
+                    return None
+                following = data[pos + 1]
+                if following == 0 or 0xD0 <= following <= 0xD7:
+                    pos += 2
+                    continue
+                break
+            parts.append(view[scan:pos])
+    if not frame:
+        return None
+    parts.append(b"\xff\xd9")
+    return b"".join(parts)
+
+
 def _riff_chunk(kind: bytes, body: bytes | memoryview) -> bytes:
     return kind + len(body).to_bytes(4, "little") + bytes(body) + (b"\0" if len(body) % 2 else b"")
 
@@ -317,10 +384,10 @@ def process_image(
     pass settings.UPLOAD_MAX_BYTES), is not PNG/JPEG/WebP, is over `max_pixels` or does not decode.
     The output carries no EXIF, ICC, XMP, text chunks or comments. EXIF orientation is applied to the
     pixels, because the tag that said how to rotate them is dropped. JPEG output is always RGB.
-    A plain 8-bit still PNG or a still WebP keeps its compressed pixel stream, already fully decoded
-    by Pillow here, inside a rebuilt container (see _strip_png, _strip_webp); everything else,
-    JPEG included, is re-encoded through Pillow. The thumbnail's longest side is `thumbnail_size` (never upscaled) and
-    transparency is shown on white.
+    A plain 8-bit still PNG, a still WebP or an unrotated RGB Huffman JPEG keeps its compressed pixel
+    stream, already fully decoded by Pillow here, inside a rebuilt container (see _strip_png,
+    _strip_webp, _strip_jpeg); everything else is re-encoded through Pillow. The thumbnail's longest
+    side is `thumbnail_size` (never upscaled) and transparency is shown on white.
     `reencode=True` (a user's upload) re-encodes every image: a kept stream is the sender's bytes, and
     a PNG's stored (uncompressed) deflate blocks or a WebP's bitstream carry any payload through it
     unchanged while the pixels still decode. Provider outputs keep the fast path.
@@ -330,20 +397,37 @@ def process_image(
     if len(data) > max_bytes:
         raise InvalidImage(f"The file is {megabytes(len(data))}; the limit is {megabytes(max_bytes)}.")
 
-    source = open_image(data, max_pixels=max_pixels)
+    # A JPEG whose bytes may be kept is decoded once, at a reduced scale still above the thumbnail's:
+    # the pixels are only needed for the thumbnail.
+    draft = thumbnail_size if not reencode and sniff_content_type(data) == "image/jpeg" else None
+    source = open_image(data, max_pixels=max_pixels, draft_size=draft)
     # MPO is a JPEG with more pictures appended; saving it as JPEG keeps the first, the one shown.
     fmt = "JPEG" if source.format == "MPO" else source.format
     try:
         if fmt not in ALLOWED_FORMATS:  # formats= guarantees this; belt and braces for a Pillow change
             raise InvalidImage("The file is not a PNG, JPEG or WebP image.")
-        stripped = None
-        if not reencode and fmt in ("PNG", "WEBP") and source.getexif().get(ExifTags.Base.Orientation, 1) == 1:
-            stripped = _strip_png(data) if fmt == "PNG" else _strip_webp(data)
-        if stripped is not None:
-            encoded, image = stripped, source
-        else:
+        strip = None
+        if not reencode and source.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+            if fmt in ("PNG", "WEBP"):
+                strip = _strip_png if fmt == "PNG" else _strip_webp
+            elif source.mode == "RGB":  # JPEG output is always RGB: greyscale and CMYK re-encode
+                strip = _strip_jpeg
+        encoded = None
+        if strip is not None:
+            width, height = source.encoded_size
+            thumbnail = _thumbnail(source, thumbnail_size)
+            # The pixels were needed for the check and the thumbnail only: free them before the
+            # stripped copy exists (four stores at once each held both).
+            source.close()
+            encoded = strip(data)
+        if encoded is None:
+            if strip is not None or source.size != source.encoded_size:
+                # Not strippable after all, or decoded at a reduced scale: decode again in full.
+                source.close()
+                source = open_image(data, max_pixels=max_pixels)
             encoded, image = _reencode(source, fmt)
-        thumbnail = _thumbnail(image, thumbnail_size)
+            width, height = image.size
+            thumbnail = _thumbnail(image, thumbnail_size)
     except InvalidImage:
         raise
     except Exception as exc:  # EXIF parsing and odd modes are Pillow code paths too; fail closed
@@ -356,8 +440,8 @@ def process_image(
         data=encoded,
         content_type=_CONTENT_TYPES[fmt],
         extension=_EXTENSIONS[fmt],
-        width=image.width,
-        height=image.height,
+        width=width,
+        height=height,
         thumbnail=thumbnail,
         thumbnail_content_type=THUMBNAIL_CONTENT_TYPE,
     )

@@ -173,7 +173,8 @@ class ProviderResult:
     # Provider-given URLs to poll, fetch and cancel with (fal status/response/cancel_url,
     # Replicate urls.get/cancel). Adapters never rebuild them.
     handles: dict[str, Any] = field(default_factory=dict)
-    # Seconds until the next poll is worth doing, when PENDING.
+    # Seconds until the next poll is worth doing, when PENDING and the provider says (a
+    # Retry-After, an engine that knows); None lets generation/poll_schedule.py decide.
     poll_after: float | None = None
     error: str = ""
     permanent: bool = False

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import requests
@@ -183,6 +183,9 @@ class Fal(HttpApi, Provider):
     base_url_setting = "FAL_QUEUE_URL"
     # Whether status polls ask for the request's logs ("true" | "false"; fal_client always sends one).
     status_logs = "false"
+    # None: the pipeline's poll schedule, learnt per model (generation/poll_schedule.py), decides
+    # when to look, as fal gives no estimate. A subclass whose jobs run minutes may fix it instead.
+    fixed_poll_interval: ClassVar[float | None] = None
 
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {settings.FAL_KEY}"}  # "Key", not "Bearer"
@@ -219,7 +222,7 @@ class Fal(HttpApi, Provider):
             status=ResultStatus.PENDING,
             external_id=body["request_id"],
             handles=handles,
-            poll_after=self.default_poll_interval,
+            poll_after=self.fixed_poll_interval,
         )
 
     def adopt(self, provider_id: str, delivery: dict[str, Any]) -> ProviderResult:
@@ -287,10 +290,10 @@ class Fal(HttpApi, Provider):
         """The finished result of a request's output (the result GET's body)."""
         return _result_from_output(body)
 
-    def _poll_after(self, response: requests.Response) -> float:
-        """A pending answer's Retry-After, uncapped, or the usual interval."""
+    def _poll_after(self, response: requests.Response) -> float | None:
+        """A pending answer's Retry-After, uncapped, else fixed_poll_interval."""
         seconds = parse_retry_after(response.headers.get("Retry-After"))
-        return seconds if seconds is not None else self.default_poll_interval
+        return seconds if seconds is not None else self.fixed_poll_interval
 
     def _unknown_status(self, status: Any, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         # fal documents three statuses. Polling anything else until the job deadline would only hide

@@ -50,6 +50,7 @@ class FalTrainer(Fal):
     """A fal LoRA trainer on the queue API: submit(TrainingRequest), then poll/cancel/adopt as Fal."""
 
     default_poll_interval = 15.0  # §7.3: trainings run minutes; poll every 10-15 s
+    fixed_poll_interval = default_poll_interval
     status_logs = "true"  # progress is in the logs
 
     @classmethod

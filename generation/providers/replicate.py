@@ -193,7 +193,8 @@ class Replicate(HttpApi, Provider):
         if not prediction_id or not handles["get"]:
             raise ProviderError("Replicate answered a prediction without an id or a get URL.", permanent=True)
         # starting / processing: keep polling, even when `output` already holds partial URLs.
-        return ProviderResult(status=ResultStatus.PENDING, poll_after=self.default_poll_interval, **common)
+        # When to look again is the pipeline's (generation/poll_schedule.py).
+        return ProviderResult(status=ResultStatus.PENDING, **common)
 
 
 # Clocks differ: a prediction created this long before we recorded sending it may still be ours.

@@ -7,8 +7,10 @@ charge or a finished job moving back.
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.db.models import F
 from django.utils import timezone
 
-from generation import enqueue, events, limits
+from generation import enqueue, events, limits, poll_schedule
 from generation.lib import presign
 from generation.models import (
     ACTIVE_JOB_STATUSES,
@@ -45,8 +47,11 @@ from studio.models import WorkspaceAsset
 
 logger = logging.getLogger(__name__)
 
-# A provider at its concurrency limit is tried again this soon (plus jitter).
+# A provider at its concurrency limit is tried again this soon (plus jitter) while its calls'
+# length is unknown; then when a slot is expected to free, plus a margin (_slot_wait).
 LIMIT_WAIT_SECONDS = 0.25
+SLOT_MARGIN_SECONDS = 0.03
+SLOT_MIN_WAIT_SECONDS = 0.02
 # A presigned reference URL with less life than this left is signed again, for this long: a
 # provider may hold the request in its queue for minutes before it fetches the reference.
 REFERENCE_URL_MIN_SECONDS = 300
@@ -249,8 +254,10 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
     # one whose worker died by it (limits.submit_in_flight).
     with limits.provider_slot(request.provider, holder=str(request.pk)) as got_slot:
         if not got_slot:
-            wait = max(LIMIT_WAIT_SECONDS, limits.cooldown_remaining(request.provider))
-            return _schedule(request.pk, Next("submit", wait + random.uniform(0, LIMIT_WAIT_SECONDS)))
+            wait = _slot_wait(request)
+            logger.info("provider %s: no free slot for request %s; again in %.2f s", request.provider, request.pk, wait)
+            return _schedule(request.pk, Next("submit", wait))
+        held_since = time.monotonic()
         now = timezone.now()
         claimed = ProviderRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
             status=RequestStatus.SUBMITTED, attempts=F("attempts") + 1, sent_at=now, due_at=None, updated_at=now
@@ -266,7 +273,49 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
         if result.external_id:
             # Before the lease goes: from here on a crash costs a poll, not a lost generation.
             _save_provider_id(request, result)
+        # How long the slot was held, for the waiters' estimate of when one frees (_slot_wait).
+        poll_schedule.record_duration(request.model_id, time.monotonic() - held_since, poll_schedule.CALL)
+    if not provider.asynchronous:
+        _hand_over_slot(request.provider)
     return _request_progress(request, result)
+
+
+def _hand_over_slot(provider: str) -> None:
+    """The slot a synchronous call held for seconds is free: send the oldest request waiting for
+    one now, rather than let it find out at its estimate. Its own delayed step still comes, finds
+    it sent and does nothing. A request waiting out a provider's error (its error is set) is left
+    to its backoff."""
+    now = timezone.now()
+    waiting = ProviderRequest.objects.filter(provider=provider, status=RequestStatus.PENDING, error="", due_at__gt=now)
+    for request_id in waiting.order_by("created_at").values_list("pk", flat=True)[:2]:
+        # Conditional: of two workers releasing at once, each wakes a different waiter.
+        if ProviderRequest.objects.filter(pk=request_id, due_at__gt=now).update(due_at=now, updated_at=now):
+            enqueue.submit([request_id])
+            return
+
+
+def _slot_wait(request: ProviderRequest) -> float:
+    """How long a submit refused a provider slot waits before it tries again: until a slot is
+    expected to free for it, counting the requests already waiting ahead of it, so a waiter tries
+    about once instead of every quarter second while a synchronous call (Gemini) holds the slot.
+    A provider whose calls are not timed yet, or a rate limit or cool-down, gets the short wait."""
+    cooling = limits.cooldown_remaining(request.provider)
+    call_seconds = poll_schedule.expected_seconds(request.model_id, poll_schedule.CALL)
+    if cooling > 0 or call_seconds is None:
+        return max(LIMIT_WAIT_SECONDS, cooling) + random.uniform(0, LIMIT_WAIT_SECONDS)
+    # First come, first served: every older request still to be sent goes first (those being sent
+    # right now included), so waiters refused at the same moment spread over the coming releases
+    # instead of all trying the first. One overdue for the sweeper is not waited for.
+    ahead = ProviderRequest.objects.filter(
+        provider=request.provider,
+        status=RequestStatus.PENDING,
+        created_at__lt=request.created_at,
+        due_at__gt=timezone.now() - timedelta(seconds=settings.SWEEP_GRACE_SECONDS),
+    ).count()
+    free_in = limits.slot_free_in(request.provider, ahead + 1, call_seconds)
+    # A little after the expected release, so the slot is free when the step runs; never 0, so a
+    # rate-limited provider is not asked in a tight loop.
+    return max(SLOT_MIN_WAIT_SECONDS, free_in + SLOT_MARGIN_SECONDS)
 
 
 def _provider_call(request: ProviderRequest, op: str, call: Callable[[], ProviderResult | None]):
@@ -379,13 +428,16 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
             handles=result.handles or request.handles,
             updated_at=timezone.now(),
         )
-        interval = (
-            result.poll_after if result.poll_after is not None else get_provider(request.model).default_poll_interval
-        )
+        interval = result.poll_after if result.poll_after is not None else _poll_in(request)
         if webhook_url_for(request):
             # The webhook announces the end; polling is only the safety net if it never comes.
             interval = max(interval, WEBHOOK_POLL_SECONDS)
         return _schedule(request.pk, Next("poll"), due_in=interval)
+    if result.status == ResultStatus.SUCCEEDED and request.sent_at and get_provider(request.model).asynchronous:
+        # A failure may come back at once: only a finished image teaches how long the model takes.
+        seconds = (timezone.now() - request.sent_at).total_seconds()
+        # request.polls was read before this poll counted itself: 0 means this was the first look.
+        poll_schedule.record_duration(request.model_id, seconds, first_look=request.polls == 0)
     if result.external_id and result.external_id != request.external_id:
         # Finished within the submit call (Replicate's Prefer: wait): keep the provider's id for
         # support and billing questions all the same.
@@ -393,6 +445,13 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         request.external_id = result.external_id
     request_apply_result(request, result)
     return DONE
+
+
+def _poll_in(request: ProviderRequest) -> float:
+    """When to look at a pending request again, its provider having said nothing."""
+    elapsed = (timezone.now() - request.sent_at).total_seconds() if request.sent_at else 0.0
+    interval = get_provider(request.model).default_poll_interval
+    return poll_schedule.next_poll_in(model_id=request.model_id, elapsed=elapsed, interval=interval)
 
 
 def _request_error(request: ProviderRequest, exc: ProviderError) -> Next:
@@ -476,6 +535,32 @@ def request_apply_result(request: ProviderRequest, result: ProviderResult) -> No
     job_finish_if_done(job.pk)
 
 
+# Store threads live as long as the worker: each keeps its database connection across jobs (a
+# fresh PostgreSQL connection per image cost more CPU than the image). Created on first use.
+STORE_THREADS = 4
+_store_pool: ThreadPoolExecutor | None = None
+_store_pool_lock = threading.Lock()
+
+
+def _store_executor() -> ThreadPoolExecutor:
+    global _store_pool
+    with _store_pool_lock:
+        if _store_pool is None:
+            _store_pool = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="store")
+        return _store_pool
+
+
+def store_pool_shutdown() -> None:
+    """Stop the store threads; their connections close with them (a test run's last step, so its
+    database can be dropped)."""
+    global _store_pool
+    with _store_pool_lock:
+        pool, _store_pool = _store_pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+        gc.collect()  # the threads' connections, left behind in their thread-locals
+
+
 def _store_all(job: GenerationJob, work: list, *, model: ApiModel) -> None:
     """Store several images at once: decoding and encoding release the GIL, and a native x4 should
     cost about what x1 does."""
@@ -485,14 +570,15 @@ def _store_all(job: GenerationJob, work: list, *, model: ApiModel) -> None:
         return
 
     def store(item: tuple) -> None:
+        # As a task does (studio/celery.py): drop a connection that died or outlived CONN_MAX_AGE,
+        # keep a good one for the next job.
+        close_old_connections()
         try:
             slot_store(job=job, slot=item[0], image=item[1], model=model)
         finally:
             close_old_connections()
-            connection.close()
 
-    with ThreadPoolExecutor(max_workers=min(4, len(work))) as pool:
-        list(pool.map(store, work))
+    list(_store_executor().map(store, work))
 
 
 # --- fallback -------------------------------------------------------------------------------

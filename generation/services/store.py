@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import uuid
 
@@ -38,7 +39,7 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
     try:
         # Only the serving provider's own trusted host may be private (its ComfyUI server, the simulator).
         trusted = get_provider(model or job.model).fetch_trusted_hosts()
-        data = image.data if image.data is not None else fetch(image.url or "", trusted=trusted).data
+        data = image.data if image.data is not None else _download(image.url or "", trusted)
         processed = process_image(data)
     except (DownloadError, UnsafeURLError) as exc:
         slot_fail(slot.pk, job.pk, "The provider's image could not be downloaded.", str(exc))
@@ -80,6 +81,14 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
         size=len(data),
     )
     return slot_succeed(slot.pk, job.pk)
+
+
+def _download(url: str, trusted: list[str]) -> bytes:
+    """The image at `url`, streamed to a temporary file under the byte cap and read back once."""
+    with tempfile.TemporaryFile() as spool:
+        fetch(url, trusted=trusted, into=spool)
+        spool.seek(0)
+        return spool.read()
 
 
 def slot_asset_id(job_id: uuid.UUID, index: int) -> uuid.UUID:

@@ -57,3 +57,16 @@ def test_a_cache_error_when_releasing_does_not_escape():
     failing = mock.patch("generation.limits.cache.delete", side_effect=ConnectionError("redis went away"))
     with failing, limits.provider_slot(PROVIDER, holder="req-1") as got:
         assert got
+
+
+def test_a_waiter_learns_when_the_held_slot_frees_and_later_waiters_wait_whole_calls_more():
+    with limits.provider_slot(PROVIDER, holder="req-1") as got:
+        assert got is True
+        # The call began just now and takes about 2 s: the next waiter's slot frees in ~2 s, the
+        # one after it in ~4 s (one slot, one call after another).
+        assert limits.slot_free_in(PROVIDER, 1, 2.0) == pytest.approx(2.0, abs=0.1)
+        assert limits.slot_free_in(PROVIDER, 2, 2.0) == pytest.approx(4.0, abs=0.1)
+        # A call running longer than expected: its slot is expected to free any moment.
+        time.sleep(0.01)
+        assert limits.slot_free_in(PROVIDER, 1, 0.001) == 0.0
+    assert limits.slot_free_in(PROVIDER, 1, 2.0) == 0.0  # released: free now

@@ -278,3 +278,144 @@ def test_a_lost_queue_submit_sent_with_a_webhook_waits_for_it_then_fails(job, se
     assert provider.submits == 0
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and job.errors[0]["error"] == runs.LOST_SUBMIT_ERROR
+
+
+class Queued(Provider):
+    """A queue API that gives no poll estimate of its own, unless told to send a Retry-After."""
+
+    name = "offline"
+    asynchronous = True
+
+    def __init__(self, poll_after: float | None = None) -> None:
+        self.poll_after = poll_after
+
+    def poll(self, request, external_id, handles):
+        return ProviderResult(status=ResultStatus.PENDING, poll_after=self.poll_after)
+
+
+def submitted_seconds_ago(request, seconds: float) -> None:
+    sent = timezone.now() - timedelta(seconds=seconds)
+    ProviderRequest.objects.filter(pk=request.pk).update(status="submitted", external_id="ext-1", sent_at=sent)
+
+
+def test_a_pending_poll_is_next_due_just_before_the_models_learnt_finish(job):
+    from generation import poll_schedule
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    for _ in range(3):
+        poll_schedule.record_duration(request.model_id, 2.4)
+    submitted_seconds_ago(request, 0.5)
+    with mock.patch("generation.services.runs.get_provider", return_value=Queued()):
+        step = runs.request_poll(request.pk)
+    cache.delete(poll_schedule._key(request.model_id))
+
+    # Not the provider's fixed 1 s tick: 2.4 s expected, minus the lead, minus the 0.5 s run so far.
+    assert step.action == "poll"
+    # (less the time this test took since it dated the submit, on a loaded machine)
+    assert 1.5 <= step.countdown <= 2.4 - poll_schedule.LEAD_SECONDS - 0.5 + 0.01
+
+
+def test_a_pending_polls_retry_after_wins_over_the_schedule(job):
+    request = first_request(job)
+    submitted_seconds_ago(request, 0.5)
+    with mock.patch("generation.services.runs.get_provider", return_value=Queued(poll_after=7.0)):
+        step = runs.request_poll(request.pk)
+    assert step.action == "poll" and step.countdown == pytest.approx(7.0)
+
+
+def test_a_finished_request_teaches_the_schedule_its_duration(job):
+    from generation import poll_schedule
+    from generation.providers.base import GeneratedImage
+    from tests.factories import png_bytes
+
+    class Done(Queued):
+        def poll(self, request, external_id, handles):
+            images = [GeneratedImage(data=png_bytes()) for _ in range(2)]
+            return ProviderResult(status=ResultStatus.SUCCEEDED, images=images)
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    submitted_seconds_ago(request, 1.7)
+    with mock.patch("generation.services.runs.get_provider", return_value=Done()):
+        runs.request_poll(request.pk)
+    assert poll_schedule.expected_seconds(request.model_id) == pytest.approx(1.7, abs=0.2)
+    cache.delete(poll_schedule._key(request.model_id))
+
+
+def submit_while_the_slot_is_held(request, call_seconds: float | None) -> runs.Next:
+    """Submit `request` while another call holds the provider's one slot; its calls are timed at
+    `call_seconds` (None: not timed yet)."""
+    from generation import poll_schedule
+
+    key = poll_schedule._key(request.model_id, poll_schedule.CALL)
+    cache.delete(key)
+    if call_seconds is not None:
+        poll_schedule.record_duration(request.model_id, call_seconds, poll_schedule.CALL)
+    try:
+        with limits.provider_slot("offline", holder="someone-else") as held:
+            assert held
+            return runs.request_submit(request.pk)
+    finally:
+        cache.delete(key)
+
+
+def test_a_submit_refused_a_slot_waits_until_one_is_expected_to_free(job, settings):
+    """A synchronous provider's calls hold the slot for seconds: the waiter does not spin."""
+    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
+    step = submit_while_the_slot_is_held(first_request(job), 3.0)
+
+    assert step.action == "submit"
+    assert 3.0 - 0.2 <= step.countdown <= 3.0 + runs.SLOT_MARGIN_SECONDS + 0.05
+
+
+def test_a_submit_refused_a_slot_of_an_untimed_provider_tries_again_soon(job, settings):
+    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
+    step = submit_while_the_slot_is_held(first_request(job), None)
+    assert step.action == "submit" and runs.LIMIT_WAIT_SECONDS <= step.countdown <= 2 * runs.LIMIT_WAIT_SECONDS
+
+
+def test_refused_submits_queue_behind_the_older_requests_still_to_be_sent(job, settings):
+    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
+    request = first_request(job)
+    older = timezone.now() - timedelta(seconds=5)
+    for _ in range(2):  # two requests queued before ours, not sent yet
+        earlier = ProviderRequest.objects.create(job=job, model=request.model, provider="offline", due_at=older)
+        ProviderRequest.objects.filter(pk=earlier.pk).update(created_at=older)
+    step = submit_while_the_slot_is_held(request, 3.0)
+
+    # The held call ends in ~3 s and serves the first of the older two; each next call takes 3 s more.
+    assert 9.0 - 0.2 <= step.countdown <= 9.0 + runs.SLOT_MARGIN_SECONDS + 0.05
+
+
+def test_a_synchronous_call_hands_its_slot_to_the_oldest_waiter_when_it_ends(
+    job, enqueued, django_capture_on_commit_callbacks
+):
+    class Blocking(Provider):
+        name = "offline"  # synchronous: the call holds its slot until the answer
+
+        def __init__(self) -> None:
+            pass
+
+        def submit(self, request):
+            return ProviderResult(status=ResultStatus.FAILED, error="refused", permanent=True)
+
+    request = first_request(job)
+    later = timezone.now() + timedelta(seconds=8)
+    waiters = []
+    for age in (3, 2):  # parked for a slot, the older first
+        waiter = ProviderRequest.objects.create(job=job, model=request.model, provider="offline", due_at=later)
+        ProviderRequest.objects.filter(pk=waiter.pk).update(created_at=timezone.now() - timedelta(seconds=age))
+        waiters.append(waiter)
+    backing_off = ProviderRequest.objects.create(
+        job=job, model=request.model, provider="offline", due_at=later, error="HTTP 503"
+    )
+    ProviderRequest.objects.filter(pk=backing_off.pk).update(created_at=timezone.now() - timedelta(seconds=9))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        submit_with(Blocking(), request)
+
+    sent = [c.args for c in enqueued.call_args_list if c.args[0] == "generation.tasks.request_submit_task"]
+    assert sent == [("generation.tasks.request_submit_task", str(waiters[0].pk))]
+    waiters[0].refresh_from_db()
+    assert waiters[0].due_at <= timezone.now()

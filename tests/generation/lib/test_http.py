@@ -479,6 +479,14 @@ class TestByteCap:
     def test_it_accepts_a_body_exactly_at_the_cap(self, trusted, base, path):
         assert len(fetch(f"{base}{path}", max_bytes=BIG, trusted=trusted).data) == BIG
 
+    @pytest.mark.parametrize("path", ["/big", "/big-chunked"])
+    def test_it_streams_a_body_into_a_file_under_the_same_cap(self, trusted, base, path, tmp_path):
+        with open(tmp_path / "body", "w+b") as spool:
+            download = fetch(f"{base}{path}", max_bytes=BIG, trusted=trusted, into=spool)
+            assert (download.data, download.size, spool.tell()) == (b"", BIG, BIG)
+        with open(tmp_path / "over", "w+b") as spool, pytest.raises(DownloadError, match="larger than the"):
+            fetch(f"{base}{path}", max_bytes=BIG - 1, trusted=trusted, into=spool)
+
     def test_it_refuses_on_content_length_without_waiting_for_the_body(self, trusted, base):
         started = time.monotonic()
 

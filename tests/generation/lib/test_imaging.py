@@ -151,6 +151,36 @@ class TestProcessImage:
         assert "exif" not in output.info and "comment" not in output.info
         assert b"Exif" not in result.data and b"Spy Camera" not in result.data
 
+    @pytest.mark.parametrize("progressive", [False, True])
+    def test_a_jpeg_keeps_its_compressed_pixels_and_loses_its_metadata_without_a_reencode(self, progressive):
+        source = encode(
+            gradient((800, 600)),
+            "JPEG",
+            exif=exif_with(make="Spy Camera"),
+            icc_profile=b"i" * 64,
+            comment=b"hello",
+            quality=90,
+            progressive=progressive,
+        )
+
+        result = process_image(source)
+
+        assert b"Spy Camera" not in result.data and b"iiii" not in result.data and b"hello" not in result.data
+        # Not re-encoded: the very same pixels decode from it, and it is no bigger than the source.
+        assert reopen(result.data).tobytes() == reopen(source).tobytes()
+        assert len(result.data) < len(source)
+        assert (result.width, result.height) == (800, 600)
+        thumbnail = reopen(result.thumbnail)
+        assert thumbnail.size == (384, 288)
+
+    def test_a_rotated_jpeg_is_still_decoded_in_full_and_turned(self):
+        source = encode(gradient((80, 40)), "JPEG", exif=exif_with(orientation=6))
+
+        result = process_image(source)
+
+        assert (result.width, result.height) == (40, 80)
+        assert reopen(result.data).size == (40, 80)
+
     def test_it_strips_metadata_from_a_webp(self):
         image = gradient(mode="RGBA")
         image.putalpha(128)
@@ -340,6 +370,12 @@ class TestRejections:
 
         with pytest.raises(InvalidImage, match=r"damaged or incomplete|not a PNG, JPEG or WebP"):
             process_image(data[: len(data) // 2])
+
+    def test_a_reduced_decode_of_a_truncated_jpeg_is_refused_too(self):
+        data = encode(gradient((1600, 1200)), "JPEG")  # decoded at 1/4 scale for its thumbnail
+
+        with pytest.raises(InvalidImage, match="damaged or incomplete"):
+            process_image(data[: len(data) * 3 // 4])
 
     def test_it_refuses_a_declared_50000x50000_png_from_its_header_alone(self):
         data = png_claiming(50_000, 50_000)
