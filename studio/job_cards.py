@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from generation.models import GenerationJob, JobStatus, SlotStatus
 from generation.selectors import waiting_on_a_worker
-from studio.models import WorkspaceAsset
+from studio.models import Character, WorkspaceAsset
 from studio.selectors import gallery_jobs
 from studio.wording import ago, plural
 
@@ -168,10 +168,13 @@ class GalleryPage:
         return any(card.is_active for card in self.cards)
 
 
-def gallery_page(user, *, after: str | None = None, size: int = GALLERY_PAGE_SIZE) -> GalleryPage:
-    """One page of the user's jobs, newest first, as cards: three queries for any page (gallery_jobs)."""
+def gallery_page(
+    user, *, after: str | None = None, size: int = GALLERY_PAGE_SIZE, character: Character | None = None
+) -> GalleryPage:
+    """One page of the user's jobs (only `character`'s when given), newest first, as cards: three
+    queries for any page (gallery_jobs)."""
     position = _parse_cursor(after)
-    page = list(gallery_jobs(user, after=position)[: size + 1])
+    page = list(gallery_jobs(user, after=position, character=character)[: size + 1])
     has_more = len(page) > size
     page = page[:size]
     now = timezone.now()

@@ -12,6 +12,7 @@ from decimal import Decimal
 from generation.providers import get_provider
 from generation.services.routing import paused_providers
 from models_registry.models import STANDARD_COUNTS, ApiModel
+from studio.models import PresetKind, PromptPreset
 from studio.wording import money, plural
 
 # What one job costs the user, whatever its image count (generation.services.credits.credits_charge).
@@ -138,3 +139,11 @@ def batch_chips(model: ApiModel | None, selected: int) -> list[BatchChip]:
         BatchChip(count=c, plan=batch_plan(model, c), provider_cost=model.price_per_image * c, selected=c == selected)
         for c in counts
     ]
+
+
+def prompt_part_options() -> dict[str, list[PromptPreset]]:
+    """The scene, outfit and style pickers' presets (staff edit them in admin): one query."""
+    by_kind: dict[str, list[PromptPreset]] = {kind: [] for kind in PresetKind.values}
+    for preset in PromptPreset.objects.filter(is_active=True):
+        by_kind[preset.kind].append(preset)
+    return {f"{kind}_presets": presets for kind, presets in by_kind.items()}
