@@ -31,6 +31,8 @@ class Cell:
     error: str = ""
     # The failure would repeat on a retry (see ImageSlot.failed_permanently).
     permanent: bool = False
+    # A profile set's shot name for this image ("Coffee date"); empty for other jobs.
+    shot: str = ""
 
     @property
     def number(self) -> int:
@@ -54,6 +56,9 @@ class JobCard:
     age: str = ""
     # Active, but waiting because no worker runs (generation.selectors.waiting_on_a_worker).
     paused: bool = False
+    # The reference images sent, in slot order (asset ids), and the reference strength used.
+    references: list[str] = field(default_factory=list)
+    strength: float | None = None
 
     @property
     def total(self) -> int:
@@ -82,6 +87,7 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
     """A job as the gallery shows it; reads only prefetched slots and assets (no queries)."""
     slots = {s.index: s for s in job.slots.all()}
     assets = {a.batch_index: a for a in job.assets.all()}
+    shots = [str(shot.get("name", "")) for shot in (job.params or {}).get("shots") or []]
     cells = []
     for index in range(job.images_requested):
         slot = slots.get(index)
@@ -93,6 +99,7 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
                 asset=assets.get(index),
                 error=slot.error if slot else "",
                 permanent=slot.failed_permanently if slot else False,
+                shot=shots[index] if index < len(shots) else "",
             )
         )
     # The job's stored counters (generation.services.finish) say how many images arrived; the
@@ -135,6 +142,8 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
         errors=errors,
         age=ago(job.created_at, now or timezone.now()),
         paused=paused,
+        references=[str(r.get("asset")) for r in job.references or [] if isinstance(r, dict) and r.get("asset")],
+        strength=(job.params or {}).get("reference_strength"),
     )
 
 

@@ -37,7 +37,7 @@ from studio.forms import CharacterForm, GenerateForm, UploadForm
 from studio.job_cards import gallery_page, job_card
 from studio.models import Character, WorkspaceAsset
 from studio.prompt_bar import MODE_COPY, StudioState
-from studio.prompt_options import batch_chips, group_by_provider, model_options, prompt_part_options, select_model
+from studio.prompt_options import batch_chips, group_by_provider, model_options, prompt_part_fields, select_model
 from studio.selectors import (
     asset_for_user,
     character_for_user,
@@ -163,7 +163,7 @@ def _prompt_context(request: HtmxHttpRequest, state: StudioState) -> dict[str, A
         "enhancement_allowed": modes.rules_for(state.job_mode).allows_enhancement,
         "portrait_id": state.portrait,
         "portrait_owner": character,
-        **prompt_part_options(),
+        "part_fields": prompt_part_fields(state),
     }
 
 
