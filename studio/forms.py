@@ -116,4 +116,6 @@ class IdentityForm(forms.Form):
 
 
 class CharacterEditForm(CharacterForm, AppearanceForm, IdentityForm):
-    """The character page: every wizard answer, editable later."""
+    """The character page: every wizard answer, editable later, in the wizard's order."""
+
+    field_order = ["name", *wizard.APPEARANCE_KEYS, *wizard.IDENTITY_KEYS]

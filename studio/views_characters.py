@@ -71,9 +71,11 @@ def _wizard_response(request: HtmxHttpRequest, state: wizard.WizardState, status
 
 @require_GET
 def wizard_page(request: HtmxHttpRequest) -> HttpResponse:
-    state = _load(request)
     if request.GET.get("restart"):
-        state = wizard.WizardState()
+        # Redirected, so a reload of the wizard never starts it over.
+        _save(request, wizard.WizardState())
+        return redirect("studio:character-wizard")
+    state = _load(request)
     _save(request, state)
     return _wizard_response(request, state)
 

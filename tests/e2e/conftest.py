@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -58,8 +59,10 @@ def browser() -> Iterator[object]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-@pytest.fixture(scope="module")
-def e2e_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
+@contextmanager
+def worker_on_own_queue(
+    django_db_blocker, *, failure_rate: float, latency: float = LATENCY_SECONDS
+) -> Iterator[object]:
     """A worker with simulated failures, consuming a queue that only this module's jobs go to."""
     from studio.celery import app
     from tests.worker import start_worker, stop_worker
@@ -78,14 +81,20 @@ def e2e_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
                 extra_env={
                     # The worker enqueues its own next steps on its default queue: the same one.
                     "CELERY_DEFAULT_QUEUE": queue,
-                    "OFFLINE_FAILURE_RATE": str(FAILURE_RATE),
-                    "OFFLINE_LATENCY_SECONDS": str(LATENCY_SECONDS),
+                    "OFFLINE_FAILURE_RATE": str(failure_rate),
+                    "OFFLINE_LATENCY_SECONDS": str(latency),
                 },
             )
         yield process
         stop_worker(process)
     finally:
         app.conf.CELERY_TASK_DEFAULT_QUEUE = previous
+
+
+@pytest.fixture(scope="module")
+def e2e_worker(django_db_setup, django_db_blocker) -> Iterator[object]:
+    with worker_on_own_queue(django_db_blocker, failure_rate=FAILURE_RATE) as process:
+        yield process
 
 
 @pytest.fixture
