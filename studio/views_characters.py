@@ -276,7 +276,9 @@ def character_profile_set(request: HtmxHttpRequest, character_id: uuid.UUID, set
     if profile_set is None:
         raise Http404("No such set.")  # an inactive or unknown set is not offered
     try:
-        job = profile_set_create(user=request.user, character=character, shots=profile_set.shots)
+        job = profile_set_create(
+            user=request.user, character=character, shots=profile_set.shots, set_name=profile_set.profile_set.name
+        )
     except JobRequestError as exc:
         messages.error(request, exc.message)
         return redirect("studio:character", character.pk)

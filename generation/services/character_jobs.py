@@ -35,7 +35,9 @@ def base_images_create(*, user, character: Character) -> GenerationJob:
     )
 
 
-def profile_set_create(*, user, character: Character, shots: list[Shot], prompt: str = "") -> GenerationJob:
+def profile_set_create(
+    *, user, character: Character, shots: list[Shot], set_name: str = "", prompt: str = ""
+) -> GenerationJob:
     """One job whose images are the set's shots, each with its own prompt, all from the character's
     locked portrait when it has one (image-to-image), else from its description alone."""
     if not shots:
@@ -55,4 +57,6 @@ def profile_set_create(*, user, character: Character, shots: list[Shot], prompt:
         character=character,
         kind=JobKind.PROFILE_SET,
         shots=shots,
+        # The card's title (the job has no words of the user's own).
+        params={"set_name": set_name} if set_name else None,
     )

@@ -180,3 +180,5 @@ def test_a_profile_set_is_one_job_whose_images_are_its_shots(alice_client, alice
     assert [s["name"] for s in job.params["shots"]] == [s.name for s in shots]
     assert "in a cosy café" in job.params["shots"][1]["prompt"]
     assert "red hair" in job.params["shots"][1]["prompt"]
+    card = alice_client.get(reverse("studio:character", args=[aria.pk])).content.decode()
+    assert "Dating profile</h3>" in card and "Coffee date" in card
