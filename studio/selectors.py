@@ -111,3 +111,11 @@ def profile_set_shots() -> list[ProfileSetShots]:
         )
         for s in sets
     ]
+
+
+def portraits_by_asset(user) -> dict[str, str]:
+    """The user's locked portraits: asset id -> the character's name (one query)."""
+    rows = Character.objects.filter(owner=user, locked_reference__isnull=False).values_list(
+        "locked_reference_id", "name"
+    )
+    return {str(asset_id): name for asset_id, name in rows}

@@ -44,6 +44,7 @@ from studio.selectors import (
     characters_for_user,
     is_portrait,
     job_images_for_download,
+    portraits_by_asset,
     reference_assets,
 )
 from studio.services import (
@@ -179,7 +180,12 @@ def _gallery_context(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
     The page, "Load more" and every card refresh all build it here: a card rendered from a context
     without it would show Lock disabled ("Select a character first") while a character is selected.
     """
-    return {"has_character": bool(_selected_character_id(request)), **extra}
+    return {
+        "has_character": bool(_selected_character_id(request)),
+        # Deleting a locked portrait asks first, naming its character.
+        "portraits": portraits_by_asset(request.user),
+        **extra,
+    }
 
 
 def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) -> dict[str, Any]:

@@ -28,7 +28,13 @@ from studio import wizard
 from studio.forms import AppearanceForm, CharacterEditForm, IdentityForm, UploadForm, WizardNameForm
 from studio.job_cards import gallery_page, job_card
 from studio.models import Character
-from studio.selectors import asset_for_user, character_for_user, character_name_taken, profile_set_shots
+from studio.selectors import (
+    asset_for_user,
+    character_for_user,
+    character_name_taken,
+    portraits_by_asset,
+    profile_set_shots,
+)
 from studio.services import character_create, character_lock_portrait, character_update, upload_create
 from studio.views import CHARACTER_SESSION_KEY, HtmxHttpRequest, _form_errors
 
@@ -218,6 +224,7 @@ def _character_context(request: HtmxHttpRequest, character: Character, **extra: 
         "profile_sets": profile_set_shots(),
         "page": gallery_page(request.user, character=character, size=12),
         "has_character": True,
+        "portraits": portraits_by_asset(request.user),
         **extra,
     }
 

@@ -9,7 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from tests.studio.helpers import htmx, make_job
+from generation.models import GenerationJob
+from tests.studio.helpers import htmx, make_character, make_job
 
 pytestmark = pytest.mark.django_db
 
@@ -116,3 +117,26 @@ def test_another_users_jobs_are_never_listed(alice_client, bob, model):
 def test_a_bad_cursor_shows_the_first_page(alice_client, alice, model):
     job = make_job(alice, model, images=1, with_files=False)
     assert card_ids(alice_client.get(GALLERY, {"after": "garbage"}, **htmx()).content.decode()) == [str(job.pk)]
+
+
+def test_deleting_a_locked_portrait_asks_first_naming_its_character(alice_client, alice, model):
+    job = make_job(alice, model, images=2)
+    portrait = job.assets.get(batch_index=0)
+    make_character(alice, "Aria", locked_reference=portrait)
+    html = alice_client.get(reverse("studio:home"), {"character": "none"}).content.decode()
+    assert "Delete image 1? It is Aria's locked portrait: Aria will have none." in html
+    assert 'hx-confirm="Delete image 2? This cannot be undone."' in html
+
+
+def test_selecting_a_character_filters_the_gallery_and_all_shows_everything(alice_client, alice, model):
+    aria = make_character(alice, "Aria")
+    hers = make_job(alice, model, images=1, prompt="aria on a beach")
+    GenerationJob.objects.filter(pk=hers.pk).update(character=aria)
+    make_job(alice, model, images=1, prompt="nobody in particular")
+
+    selected = alice_client.get(reverse("studio:home"), {"character": str(aria.pk)}).content.decode()
+    assert "aria on a beach" in selected and "nobody in particular" not in selected
+    more = alice_client.get(reverse("studio:gallery"), **htmx()).content.decode()
+    assert "nobody in particular" not in more
+    everything = alice_client.get(reverse("studio:home"), {"character": "none"}).content.decode()
+    assert "aria on a beach" in everything and "nobody in particular" in everything
