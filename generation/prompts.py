@@ -3,6 +3,7 @@ the generation settings of a quality preset; and the negative prompt from the re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -142,6 +143,36 @@ def build_prompt(
         .add_outfit(outfit)
         .build()
     )
+
+
+def shot_prompts(
+    shots: Sequence[Shot],
+    *,
+    prompt: str,
+    mode: str,
+    character: Character | None,
+    enhance: bool,
+    scene: str = "",
+    outfit: str = "",
+    style: str = "",
+) -> list[dict[str, str]]:
+    """A profile set's images: each shot's name and prompt (its framing and expression, then the
+    user's words; its own scene and outfit, else the job's)."""
+    return [
+        {
+            "name": shot.name,
+            "prompt": build_prompt(
+                prompt=", ".join(p for p in (shot.direction, prompt) if p),
+                mode=mode,
+                character=character,
+                enhance=enhance,
+                scene=shot.scene or scene,
+                outfit=shot.outfit or outfit,
+                style=style,
+            ),
+        }
+        for shot in shots
+    ]
 
 
 def generation_settings(*, mode: str, quality: str = QUALITY_FAST) -> dict[str, float | int]:

@@ -200,17 +200,25 @@ def wizard_upload(request: HtmxHttpRequest) -> HttpResponse:
     if not state.character_id:
         return redirect("studio:character-wizard")
     character = character_for_user(request.user, state.character_id)
-    form = UploadForm(request.POST, request.FILES)
-    errors = _form_errors(form) if not form.is_valid() else []
+    errors = _upload_portrait(request, character)
     if not errors:
-        try:
-            asset = upload_create(owner=request.user, data=form.cleaned_data["image"].read(), character=character)
-        except (InvalidImage, ValidationError) as exc:
-            errors = [str(exc)] if isinstance(exc, InvalidImage) else exc.messages
-        else:
-            character_lock_portrait(character=character, asset=asset)
-            return _finish(request, character, f"{character.name} is ready: your photo is their portrait.")
+        return _finish(request, character, f"{character.name} is ready: your photo is their portrait.")
     return _wizard_response(request, state, status=400, upload_errors=errors)
+
+
+def _upload_portrait(request: HtmxHttpRequest, character: Character) -> list[str]:
+    """Store the posted photo and lock it as the character's portrait; the errors if it cannot be."""
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _form_errors(form)
+    try:
+        asset = upload_create(owner=request.user, data=form.cleaned_data["image"].read(), character=character)
+    except InvalidImage as exc:
+        return [str(exc)]
+    except ValidationError as exc:
+        return exc.messages
+    character_lock_portrait(character=character, asset=asset)
+    return []
 
 
 # --- the character page ---------------------------------------------------------------------
@@ -260,17 +268,10 @@ def character_edit(request: HtmxHttpRequest, character_id: uuid.UUID) -> HttpRes
 @require_POST
 def character_portrait_replace(request: HtmxHttpRequest, character_id: uuid.UUID) -> HttpResponse:
     character = character_for_user(request.user, character_id)
-    form = UploadForm(request.POST, request.FILES)
-    errors = _form_errors(form) if not form.is_valid() else []
+    errors = _upload_portrait(request, character)
     if not errors:
-        try:
-            asset = upload_create(owner=request.user, data=form.cleaned_data["image"].read(), character=character)
-        except (InvalidImage, ValidationError) as exc:
-            errors = [str(exc)] if isinstance(exc, InvalidImage) else exc.messages
-        else:
-            character_lock_portrait(character=character, asset=asset)
-            messages.success(request, f"Replaced {character.name}'s portrait.")
-            return redirect("studio:character", character.pk)
+        messages.success(request, f"Replaced {character.name}'s portrait.")
+        return redirect("studio:character", character.pk)
     context = _character_context(request, character, upload_errors=errors)
     return render(request, "studio/character.html", context, status=400)
 

@@ -19,6 +19,7 @@ from generation.prompts import (
     character_content_mode,
     generation_settings,
     negative_prompt_for,
+    shot_prompts,
 )
 from generation.providers import get_provider
 from generation.services.credits import OutOfCredits, credit_account, credits_charge
@@ -130,31 +131,15 @@ def job_create(
     job_params.update(generation_settings(mode=mode, quality=quality))
     job_params["quality"] = quality if quality in QUALITY_PRESETS else QUALITY_FAST
 
-    def built(direction: str, shot_scene: str, shot_outfit: str) -> str:
-        return build_prompt(
-            prompt=direction,
-            mode=mode,
-            character=character,
-            enhance=enhance,
-            scene=shot_scene,
-            outfit=shot_outfit,
-            style=style,
-        )
-
-    final_prompt = built(prompt, scene, outfit)
+    parts = {"scene": scene, "outfit": outfit, "style": style}
+    final_prompt = build_prompt(prompt=prompt, mode=mode, character=character, enhance=enhance, **parts)
     if shots:
-        job_params["shots"] = [
-            {
-                "name": shot.name,
-                "prompt": built(
-                    ", ".join(p for p in (shot.direction, prompt) if p), shot.scene or scene, shot.outfit or outfit
-                ),
-            }
-            for shot in shots
-        ]
+        job_params["shots"] = shot_prompts(
+            shots, prompt=prompt, mode=mode, character=character, enhance=enhance, **parts
+        )
         final_prompt = "\n".join(f"{s['name']}: {s['prompt']}" for s in job_params["shots"])
-    elif scene or outfit or style:
-        job_params["prompt_parts"] = {k: v for k, v in (("scene", scene), ("outfit", outfit), ("style", style)) if v}
+    elif any(parts.values()):
+        job_params["prompt_parts"] = {k: v for k, v in parts.items() if v}
     job_params.setdefault("seed", random.randrange(2**31))
 
     rate_limit(user=user, action="job", error=JobRequestError)
