@@ -104,6 +104,7 @@ def test_a_character_from_the_wizard_to_a_profile_set(device, screenshot, alice)
     tab.get_by_role("button", name="Make base images").click()
     picks = tab.get_by_role("button", name="Pick image")
     expect(picks).to_have_count(3, timeout=30_000)
+    expect(tab.get_by_role("button", name="Regenerate")).to_be_enabled()  # once the job has ended
     base = GenerationJob.objects.get(kind=JobKind.BASE_IMAGE)
     assert base.images_requested == 3 and base.requests.count() == 1
     screenshot(tab, f"characters-{name}-4-base-images")
