@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench bench-characters faults clean venv venv-dev
+.PHONY: run test lint format bench bench-batch-stream bench-characters faults clean venv venv-dev
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -56,6 +56,10 @@ bench: venv-dev
 	@tests/infra/services.sh start
 	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
 	  rc=0; $(PY) bench/batch_latency.py || rc=$$?; tests/infra/services.sh stop; exit $$rc
+
+# Batch Mode's results file: streamed with bounded memory (bench/batch_results_stream.py; no services).
+bench-batch-stream: venv-dev
+	$(PY) bench/batch_results_stream.py
 
 # A character's base images and profile set against one provider round trip (issue 10's targets).
 bench-characters: venv-dev

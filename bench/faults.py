@@ -427,15 +427,21 @@ class Suite:
             body = call.json if isinstance(call.json, dict) else {}
             match = TAG.search(str(body.get("prompt") or ""))
             if call.status == 200 and match:
-                accepted[(match.group(0), body.get("seed"))] += 1
+                # The endpoint too: after a fallback, the next model's submit carries the same tag and seed.
+                endpoint = call.path.removeprefix("/fal/")
+                accepted[(endpoint, match.group(0), body.get("seed"))] += 1
         tags = {str(j.pk): TAG.search(j.prompt).group(0) for j in jobs}
         seeds = {str(j.pk): int((j.params or {}).get("seed", 0)) for j in jobs}
         fal_doubles = offline_doubles = fal_attempts = unseen = wasted = 0
         matched = set()
-        for request in ProviderRequest.objects.filter(job_id__in=result.jobs):
+        for request in ProviderRequest.objects.filter(job_id__in=result.jobs).select_related("model"):
             job_id = str(request.job_id)
             if request.provider == "fal":
-                key = (tags[job_id], (seeds[job_id] + min(request.slot_indexes or [0])) % 2**31)
+                key = (
+                    request.model.key,
+                    tags[job_id],
+                    (seeds[job_id] + min(request.slot_indexes or [0])) % 2**31,
+                )
                 matched.add(key)
                 fal_doubles += max(0, accepted.get(key, 0) - 1)
                 # The provider ran (and billed) it, but the studio gave the request up.
@@ -451,7 +457,7 @@ class Suite:
         if unseen:
             result.notes.append(f"{unseen} succeeded fal request(s) with no accepted submit found: matching broken?")
         ours = set(tags.values())
-        unmatched = sum(n for key, n in accepted.items() if key[0] in ours and key not in matched)
+        unmatched = sum(n for key, n in accepted.items() if key[1] in ours and key not in matched)
         if unmatched:
             result.notes.append(f"{unmatched} accepted fal submit(s) matched no ProviderRequest")
         result.notes.append(

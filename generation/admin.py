@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from generation.models import CreditAccount, CreditLedger, GenerationJob, ImageSlot, ProviderRequest
+from generation.models import Batch, CreditAccount, CreditLedger, GenerationJob, ImageSlot, ProviderRequest
+from generation.selectors import month_start, spend_by_user, spend_for
 from studio.admin import ReadOnlyAdmin
 
 
@@ -29,12 +30,29 @@ class GenerationJobAdmin(ReadOnlyAdmin):
         "succeeded_count",
         "failed_count",
         "provider",
+        "cost",
+        "batch",
         "created_at",
     ]
     list_filter = ["status", "mode", "kind", "provider"]
     search_fields = ["id", "owner__username", "prompt"]
-    list_select_related = ["owner", "model"]
+    list_select_related = ["owner", "model", "batch"]
     inlines = [ImageSlotInline]
+    # Above the list: this month's spend of every user, and what Batch Mode saved.
+    change_list_template = "admin/generation/generationjob/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        since = month_start()
+        extra = {"spend": spend_for(since=since), "spend_since": since, "spend_users": spend_by_user(since=since)}
+        return super().changelist_view(request, extra_context={**(extra_context or {}), **extra})
+
+
+@admin.register(Batch)
+class BatchAdmin(ReadOnlyAdmin):
+    list_display = ["id", "owner", "model", "state", "request_count", "succeeded_count", "failed_count", "created_at"]
+    list_filter = ["state"]
+    search_fields = ["id", "name", "owner__username"]
+    list_select_related = ["owner", "model"]
 
 
 @admin.register(ProviderRequest)

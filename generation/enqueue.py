@@ -21,6 +21,7 @@ from django.db import transaction
 from studio.celery import app
 
 if TYPE_CHECKING:
+    from generation.services.batches import BatchSweep
     from generation.services.runs import Next
     from generation.services.sweeper import SweepPlan
 
@@ -30,6 +31,10 @@ POLL = "generation.tasks.request_poll_task"
 WEBHOOK = "generation.tasks.request_webhook_task"
 RECOVER = "generation.tasks.request_recover_task"
 CANCEL = "generation.tasks.request_cancel_task"
+BATCH_SUBMIT = "generation.tasks.batch_submit_task"
+BATCH_POLL = "generation.tasks.batch_poll_task"
+BATCH_RECOVER = "generation.tasks.batch_recover_task"
+BATCH_CANCEL = "generation.tasks.batch_cancel_task"
 
 # The step a runs.Next asks for, by its action; "done" asks for nothing.
 _FOLLOW_UPS = {"submit": SUBMIT, "poll": POLL}
@@ -77,3 +82,24 @@ def sweep(plan: SweepPlan) -> None:
     for task, request_ids in ((SUBMIT, plan.submit), (POLL, plan.poll), (RECOVER, plan.recover)):
         for request_id in request_ids:
             after_commit(task, request_id)
+
+
+def batch_submit(batch_id: uuid.UUID | str) -> None:
+    after_commit(BATCH_SUBMIT, batch_id)
+
+
+def batch_cancel(batch_id: uuid.UUID | str) -> None:
+    after_commit(BATCH_CANCEL, batch_id)
+
+
+def batch_follow(batch_id: uuid.UUID | str, countdown: float | None) -> None:
+    """Poll the batch after `countdown` (services.batches keeps it below PIPELINE_MAX_COUNTDOWN);
+    None: beat finds it when due."""
+    if countdown is not None:
+        after_commit(BATCH_POLL, batch_id, countdown=countdown)
+
+
+def batches_sweep(plan: BatchSweep) -> None:
+    for task, batch_ids in ((BATCH_SUBMIT, plan.submit), (BATCH_POLL, plan.poll), (BATCH_RECOVER, plan.recover)):
+        for batch_id in batch_ids:
+            after_commit(task, batch_id)

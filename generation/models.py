@@ -62,6 +62,10 @@ class GenerationJob(models.Model):
     cost = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
     credits_charged = models.PositiveSmallIntegerField(default=0)
     idempotency_key = models.UUIDField(null=True, blank=True)
+    # Batch Mode (generation.services.batches): the provider batch that runs this job's images at
+    # the batch price; once that batch has ended the job is an ordinary one (Retry failed runs
+    # its failed images through the normal lane).
+    batch = models.ForeignKey("generation.Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     dispatch_attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -123,6 +127,9 @@ class ImageSlot(models.Model):
     # does not offer "Retry failed" for it.
     failed_permanently = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # The key of this image's request inside its job's provider batch: a result line names it, so
+    # it lands in exactly this slot.
+    batch_key = models.CharField(max_length=80, blank=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -216,3 +223,96 @@ class CreditLedger(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount:+d}"
+
+
+class BatchState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    SUBMITTING = "submitting", "Sending"
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIAL = "partial", "Partly succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired"
+
+
+# Sent and not yet ended: the poller (and nothing else) moves these on.
+SENT_BATCH_STATES = (BatchState.SUBMITTING, BatchState.PENDING, BatchState.RUNNING)
+OPEN_BATCH_STATES = (BatchState.DRAFT, *SENT_BATCH_STATES)
+FINAL_BATCH_STATES = (
+    BatchState.SUCCEEDED,
+    BatchState.PARTIAL,
+    BatchState.FAILED,
+    BatchState.CANCELLED,
+    BatchState.EXPIRED,
+)
+
+
+class BatchInput(models.TextChoices):
+    INLINE = "inline", "Inline"
+    FILE = "file", "JSONL file"
+
+
+class Batch(models.Model):
+    """One provider batch (Gemini's batches/{id}) of one user's jobs on one model, or the draft
+    that collects them before it is sent. State lives here; the poller reads it from the database."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches")
+    model = models.ForeignKey("models_registry.ApiModel", on_delete=models.PROTECT, related_name="batches")
+    state = models.CharField(max_length=20, choices=BatchState.choices, default=BatchState.DRAFT)
+    # What the provider's list shows: how a create whose answer was lost is found again.
+    display_name = models.CharField(max_length=100, blank=True)
+    # The provider's resource name (batches/...), known once the create answered or was found.
+    name = models.CharField(max_length=200, blank=True)
+    provider_state = models.CharField(max_length=40, blank=True)
+    input_mode = models.CharField(max_length=10, choices=BatchInput.choices, blank=True)
+    input_file = models.CharField(max_length=200, blank=True)
+    output_file = models.CharField(max_length=200, blank=True)
+    request_count = models.PositiveIntegerField(default=0)
+    succeeded_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    # Set before the create is sent (the intent): a batch SUBMITTING with this set and no name
+    # may exist at the provider, and is looked up by display_name before anything is sent again.
+    create_sent_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    polls = models.PositiveIntegerField(default=0)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # The toast on the next page (notified_at) and the badge on the queue link (seen_at) end here.
+    notified_at = models.DateTimeField(null=True, blank=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The poller: sent batches by when they are next due.
+            models.Index(fields=["state", "next_poll_at"], name="batch_state_next_poll"),
+        ]
+        constraints = [
+            # Jobs added to a model's batch all go to one draft.
+            models.UniqueConstraint(
+                fields=["owner", "model"], name="batch_one_draft_per_owner_model", condition=models.Q(state="draft")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.name or self.id} ({self.state})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.display_name:
+            self.display_name = f"character-studio-{self.id}"
+        super().save(*args, **kwargs)
+
+    @property
+    def is_draft(self) -> bool:
+        return self.state == BatchState.DRAFT
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_BATCH_STATES

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
 from generation import heartbeat
-from generation.models import ACTIVE_JOB_STATUSES, GenerationJob, ImageSlot, SlotStatus
+from generation.models import ACTIVE_JOB_STATUSES, Batch, GenerationJob, ImageSlot, JobStatus, SlotStatus
+from generation.providers.kinds import PROVIDER_KINDS
+from models_registry.models import ApiModel
 from studio.models import WorkspaceAsset
 
 
@@ -93,3 +97,114 @@ def generations_paused_for(user) -> bool:
     if not user.is_staff:
         waiting = waiting.filter(owner=user)
     return waiting.exists()
+
+
+# --- Batch Mode (generation.services.batches) ----------------------------------------------------
+
+
+@dataclass
+class BatchRow:
+    """A batch as the queue page shows it."""
+
+    batch: Batch
+    jobs: list[GenerationJob]
+    images: int
+    estimate: Decimal
+    actual: Decimal
+
+
+def batch_rows(user) -> list[BatchRow]:
+    """The user's drafts and sent batches, newest first, each with its jobs and costs (three queries)."""
+    batches = list(
+        Batch.objects.filter(owner=user)
+        .select_related("model")
+        .prefetch_related(Prefetch("jobs", queryset=GenerationJob.objects.order_by("created_at")))
+        .order_by("-created_at")[:100]
+    )
+    rows = []
+    for batch in batches:
+        jobs = [j for j in batch.jobs.all() if j.status != JobStatus.CANCELED or batch.is_final]
+        images = sum(j.images_requested for j in jobs)
+        factor = PROVIDER_KINDS[batch.model.provider].batch_price_factor
+        estimate = batch.model.price_per_image * images * factor
+        actual = sum((j.cost for j in jobs), Decimal("0"))
+        rows.append(BatchRow(batch=batch, jobs=jobs, images=images, estimate=estimate, actual=actual))
+    return rows
+
+
+def batch_for_user(user, batch_id: uuid.UUID | str) -> Batch:
+    """The user's batch or 404."""
+    return get_object_or_404(Batch.objects.select_related("model"), owner=user, pk=batch_id)
+
+
+def batches_unseen_count(user) -> int:
+    """Batches that ended since the user last looked at the queue (the badge)."""
+    return Batch.objects.filter(owner=user, ended_at__isnull=False, seen_at__isnull=True).count()
+
+
+# --- Spend ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Spend:
+    """What a user's images cost over a period, by day and by model, and what Batch Mode saved."""
+
+    total: Decimal
+    saved: Decimal
+    images: int
+    batch_images: int
+    by_day: list[tuple[date, Decimal]]
+    by_model: list[tuple[str, Decimal]]
+
+
+def spend_for(*, user=None, since: datetime) -> Spend:
+    """Spend from the stored images since `since`: each at its model's registry price, halved (the
+    kind's batch_price_factor) for batch images, as finish.job_finish_if_done costs a job.
+    `user` None: every user's (admin's totals)."""
+    assets = WorkspaceAsset.objects.filter(job__isnull=False, created_at__gte=since)
+    if user is not None:
+        assets = assets.filter(owner=user)
+    rows = assets.values_list("created_at", "metadata__model", "metadata__batch")
+    prices = {m.key: m for m in ApiModel.objects.all()}
+    by_day: dict[date, Decimal] = {}
+    by_model: dict[str, Decimal] = {}
+    total = saved = Decimal("0")
+    images = batch_images = 0
+    for created_at, key, batch in rows:
+        model = prices.get(key)
+        if model is None:
+            continue
+        price = model.price_per_image
+        if batch:
+            full = price
+            price = price * PROVIDER_KINDS[model.provider].batch_price_factor
+            saved += full - price
+            batch_images += 1
+        images += 1
+        total += price
+        day = timezone.localtime(created_at).date()
+        by_day[day] = by_day.get(day, Decimal("0")) + price
+        by_model[model.display_name] = by_model.get(model.display_name, Decimal("0")) + price
+    return Spend(
+        total=total,
+        saved=saved,
+        images=images,
+        batch_images=batch_images,
+        by_day=sorted(by_day.items()),
+        by_model=sorted(by_model.items(), key=lambda item: -item[1]),
+    )
+
+
+def month_start(now: datetime | None = None) -> datetime:
+    now = timezone.localtime(now or timezone.now())
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def spend_by_user(*, since: datetime, limit: int = 20) -> list[dict[str, Any]]:
+    """Staff's view: each user's spend since `since` (jobs' recorded cost), highest first."""
+    return list(
+        GenerationJob.objects.filter(created_at__gte=since, cost__gt=0)
+        .values("owner__username")
+        .annotate(total=Sum("cost"), jobs=Count("id"))
+        .order_by("-total")[:limit]
+    )

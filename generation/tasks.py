@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from generation import enqueue
-from generation.services import runs, sweeper
+from generation.services import batches, runs, sweeper
 from generation.services.control import request_provider_cancel
 
 _TASK = {"ignore_result": True, "acks_late": True, "reject_on_worker_lost": True}
@@ -51,3 +51,28 @@ def request_cancel_task(request_id: str) -> None:
 @shared_task(**_TASK)
 def jobs_sweep_task() -> None:
     enqueue.sweep(sweeper.jobs_sweep())
+
+
+@shared_task(**_TASK)
+def batch_submit_task(batch_id: str) -> None:
+    enqueue.batch_follow(batch_id, batches.batch_submit(batch_id))
+
+
+@shared_task(**_TASK)
+def batch_poll_task(batch_id: str) -> None:
+    enqueue.batch_follow(batch_id, batches.batch_poll(batch_id))
+
+
+@shared_task(**_TASK)
+def batch_recover_task(batch_id: str) -> None:
+    enqueue.batch_follow(batch_id, batches.batch_recover(batch_id))
+
+
+@shared_task(**_TASK)
+def batch_cancel_task(batch_id: str) -> None:
+    enqueue.batch_follow(batch_id, batches.batch_provider_cancel(batch_id))
+
+
+@shared_task(**_TASK)
+def batches_sweep_task() -> None:
+    enqueue.batches_sweep(batches.batches_sweep())

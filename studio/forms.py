@@ -22,6 +22,7 @@ class GenerateForm(forms.Form):
     mode = forms.ChoiceField(choices=[(MODE_MODIFY, "Modify"), (MODE_COPY, "Copy")], required=False)
     strength = forms.FloatField(required=False, min_value=0.0, max_value=1.0)
     enhance = forms.BooleanField(required=False)
+    batch = forms.BooleanField(required=False)
     ref1 = forms.UUIDField(required=False)
     ref2 = forms.UUIDField(required=False)
     character = forms.UUIDField(required=False)

@@ -65,6 +65,11 @@ class JobCard:
         return len(self.cells)
 
     @property
+    def poll_seconds(self) -> int:
+        """How often a running card refreshes: a batch job's images take minutes to hours."""
+        return 10 if self.job.batch_id else 1
+
+    @property
     def percent(self) -> int:
         return round(100 * self.done / self.total) if self.total else 0
 
@@ -112,6 +117,12 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
     paused = waiting_on_a_worker(job)
     if paused:
         outcome, message = "active", "Generations are paused: no worker is running. This job starts when one does."
+    elif job.is_active and job.batch_id:
+        outcome = "active"
+        if job.status == JobStatus.QUEUED:
+            message = "Waiting in your batch queue: sent with the batch."
+        else:
+            message = f"Sent in a batch: images arrive within 24 hours ({done}/{total})."
     elif job.is_active:
         outcome, message = "active", f"Generating {done}/{total}..."
     elif job.status == JobStatus.CANCELED:

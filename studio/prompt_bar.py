@@ -54,6 +54,8 @@ class StudioState:
     model_id: int | None = None
     images: int = 1
     prompt: str = ""
+    # Batch Mode: Generate adds the job to the model's batch (on models with a batch lane).
+    batch: bool = False
     # The selected character's locked portrait, placed as ref1 by follow_portrait, and whether the
     # user removed it for the next run only.
     portrait: str | None = None
@@ -79,6 +81,7 @@ class StudioState:
         images = data.get("images")
         state.images = images if isinstance(images, int) and images >= 1 else 1
         state.prompt = str(data.get("prompt") or "")[:PROMPT_MAX_LENGTH]
+        state.batch = bool(data.get("batch", False))
         state.portrait = _clean_uuid(data.get("portrait")) if data.get("portrait") else None
         state.portrait_off = bool(data.get("portrait_off"))
         for name in ("scene", "outfit", "style"):
@@ -95,6 +98,7 @@ class StudioState:
             "model_id": self.model_id,
             "images": self.images,
             "prompt": self.prompt,
+            "batch": self.batch,
             "portrait": self.portrait,
             "portrait_off": self.portrait_off,
             "scene": self.scene,
@@ -130,6 +134,8 @@ class StudioState:
         # The form always carries this marker, so an unchecked box (which posts nothing) reads as off.
         if "enhance_present" in data or "enhance" in data:
             self.enhance = data.get("enhance") in ("on", "true", "1")
+        if "batch_present" in data or "batch" in data:
+            self.batch = data.get("batch") in ("on", "true", "1")
         if self.has_references:
             if data.get("mode") in (MODE_MODIFY, MODE_COPY):
                 self.mode = data.get("mode")

@@ -130,15 +130,16 @@ def chip_counts(model: ApiModel) -> list[int]:
     return counts
 
 
-def batch_chips(model: ApiModel | None, selected: int) -> list[BatchChip]:
+def batch_chips(model: ApiModel | None, selected: int, *, price_factor: Decimal = Decimal(1)) -> list[BatchChip]:
+    """The x1/x2/x4 chips; `price_factor` prices them for Batch Mode (the kind's batch_price_factor)."""
     if model is None:
         return []
     counts = chip_counts(model)
     if selected not in counts:
         selected = counts[0]
+    price = model.price_per_image * price_factor
     return [
-        BatchChip(count=c, plan=batch_plan(model, c), provider_cost=model.price_per_image * c, selected=c == selected)
-        for c in counts
+        BatchChip(count=c, plan=batch_plan(model, c), provider_cost=price * c, selected=c == selected) for c in counts
     ]
 
 

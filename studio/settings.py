@@ -78,6 +78,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "studio.context_processors.batch_notifications",
             ],
         },
     },
@@ -250,6 +251,10 @@ FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run")
 REPLICATE_API_URL = env_str("REPLICATE_API_URL", "https://api.replicate.com")
 GEMINI_API_URL = env_str("GEMINI_API_URL", "https://generativelanguage.googleapis.com")
 GEMINI_API_VERSION = env_str("GEMINI_API_VERSION", "v1beta")
+# Gemini Batch Mode (generation/providers/gemini_batch.py): requests go inline below this size, else
+# as an uploaded JSONL file, sent in chunks of GEMINI_BATCH_UPLOAD_CHUNK_BYTES (multiples of 256 KiB).
+GEMINI_BATCH_INLINE_LIMIT_BYTES = env_int("GEMINI_BATCH_INLINE_LIMIT_BYTES", 20 * 1024 * 1024)
+GEMINI_BATCH_UPLOAD_CHUNK_BYTES = env_int("GEMINI_BATCH_UPLOAD_CHUNK_BYTES", 8 * 1024 * 1024)
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 5.0)
 PROVIDER_READ_TIMEOUT = env_float("PROVIDER_READ_TIMEOUT", 60.0)
 # Hosts (host or host:port) that staff configured and so may be fetched even on private or
@@ -284,10 +289,24 @@ LOST_SUBMIT_WEBHOOK_WAIT_SECONDS = env_int("LOST_SUBMIT_WEBHOOK_WAIT_SECONDS", 1
 OFFLINE_LATENCY_SECONDS = env_float("OFFLINE_LATENCY_SECONDS", 1.0)
 OFFLINE_FAILURE_RATE = env_float("OFFLINE_FAILURE_RATE", 0.0)
 
+# Batch Mode (generation/services/batches.py). A draft is sent when it holds this many images or
+# is this old; staff set both. A sent batch is polled every BATCH_POLL_MIN_SECONDS at first, then
+# less often as it ages (a tenth of its age), up to BATCH_POLL_MAX_SECONDS; beat looks for due
+# work every BATCH_SWEEP_SECONDS. A create whose answer was lost is looked up by name after
+# BATCH_LOST_CREATE_GRACE_SECONDS (longer than a create can take).
+BATCH_AUTO_SUBMIT_REQUESTS = env_int("BATCH_AUTO_SUBMIT_REQUESTS", 50)
+BATCH_AUTO_SUBMIT_MINUTES = env_int("BATCH_AUTO_SUBMIT_MINUTES", 30)
+BATCH_POLL_MIN_SECONDS = env_float("BATCH_POLL_MIN_SECONDS", 5.0)
+BATCH_POLL_MAX_SECONDS = env_float("BATCH_POLL_MAX_SECONDS", 600.0)
+BATCH_SWEEP_SECONDS = env_int("BATCH_SWEEP_SECONDS", 10)
+BATCH_LOST_CREATE_GRACE_SECONDS = env_int("BATCH_LOST_CREATE_GRACE_SECONDS", 90)
+
 CELERY_BEAT_SCHEDULE = {
     # Re-drives jobs whose messages were lost or whose worker died (the broker only returns those
     # after its visibility timeout), and fails jobs past their deadline with a clear error.
     "sweep-stale-jobs": {"task": "generation.tasks.jobs_sweep_task", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+    # Batch Mode's poller: sends drafts due, polls sent batches when due, finds lost creates.
+    "sweep-batches": {"task": "generation.tasks.batches_sweep_task", "schedule": float(BATCH_SWEEP_SECONDS)},
 }
 
 # --- Metrics (studio/metrics.py, generation/events.py) ------------------------------------------

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import health, views, views_characters, views_ops
+from studio import health, views, views_batches, views_characters, views_ops
 from studio.metrics import metrics_view
 
 studio_job_patterns = [
@@ -61,6 +61,15 @@ studio_ops_patterns = [
     path("ops/jobs/<uuid:job_id>/redrive", views_ops.ops_redrive, name="ops-redrive"),
 ]
 
+# Batch Mode (studio/views_batches.py): the queue and what every job cost.
+studio_batch_patterns = [
+    path("batches/", views_batches.batches_page, name="batches"),
+    path("batches/<uuid:batch_id>/submit", views_batches.batch_submit_view, name="batch-submit"),
+    path("batches/<uuid:batch_id>/cancel", views_batches.batch_cancel_view, name="batch-cancel"),
+    path("batches/jobs/<uuid:job_id>/remove", views_batches.batch_job_remove, name="batch-job-remove"),
+    path("spend/", views_batches.spend_page, name="spend"),
+]
+
 studio_patterns = [
     path("", views.home, name="home"),
     path("gallery", views.gallery, name="gallery"),
@@ -71,6 +80,7 @@ studio_patterns = [
     *studio_reference_patterns,
     *studio_character_patterns,
     *studio_ops_patterns,
+    *studio_batch_patterns,
 ]
 
 urlpatterns = [

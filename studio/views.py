@@ -8,6 +8,7 @@ Everything is scoped by owner: another user's job, image, ZIP or character answe
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,6 +28,8 @@ from generation import modes
 from generation.lib.imaging import InvalidImage
 from generation.models import GenerationJob, JobMode
 from generation.prompts import QUALITY_FAST
+from generation.providers import has_batch_lane
+from generation.providers.kinds import PROVIDER_KINDS
 from generation.selectors import generations_paused_for, job_for_user
 from generation.services.control import job_cancel, job_retry_failed
 from generation.services.credits import credit_account
@@ -147,11 +150,16 @@ def _prompt_context(request: HtmxHttpRequest, state: StudioState) -> dict[str, A
     options = model_options(list(ApiModel.objects.active()), has_references=state.has_references)
     chosen = select_model(options, state.model_id)
     state.model_id = chosen.model.pk if chosen else None
-    chips = batch_chips(chosen.model if chosen else None, state.images)
+    batch_available = bool(chosen and has_batch_lane(chosen.model))
+    # With Batch mode on, the chips show what the job will cost in the batch.
+    factor = PROVIDER_KINDS[chosen.model.provider].batch_price_factor if batch_available and state.batch else Decimal(1)
+    chips = batch_chips(chosen.model if chosen else None, state.images, price_factor=factor)
     if chips:
         state.images = next(chip.count for chip in chips if chip.selected)
     both_refs = all(ref_assets)
     return {
+        "batch_available": batch_available,
+        "batch_on": batch_available and state.batch,
         "state": state,
         "model_groups": group_by_provider(options),
         "chosen": chosen,
@@ -301,6 +309,7 @@ def generate(request: HtmxHttpRequest) -> HttpResponse:
                     reference_strength=data["strength"] if references else None,
                     enhance=data["enhance"],
                     idempotency_key=key,
+                    batch=data["batch"],
                     scene=data["scene"],
                     outfit=data["outfit"],
                     style=data["style"],

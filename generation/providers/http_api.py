@@ -214,14 +214,17 @@ class HttpApi:
         *,
         headers: dict[str, str] | None = None,
         timeout: tuple[float, float] | None = None,
+        with_key: bool = True,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request; return the 2xx response or raise ProviderError.
 
         A URL off the provider's API host (see check_api_host) is refused before any connection.
+        `with_key=False` leaves out api_headers(), for a URL that carries its own authorization
+        (a Files API upload URL).
         """
         self.check_api_host(url)
-        all_headers = {**self.api_headers(), **(headers or {})}
+        all_headers = {**(self.api_headers() if with_key else {}), **(headers or {})}
         try:
             # No redirects: requests drops Authorization on a cross-host redirect but would
             # forward custom key headers such as x-goog-api-key to wherever it points.

@@ -13,6 +13,7 @@ It imports nothing from the project: the registry's models and migrations read i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class ProviderKind:
     webhooks: bool = False
     # A staff-run GPU server: the seed's "<local>" chain marker stands for its models.
     local: bool = False
+    # Dotted path of the provider's batch lane (half price, results later), for the models whose
+    # capabilities say batch_api; "" when it has none. generation.services.batches drives it.
+    batch_adapter: str = ""
+    # What a batch image costs, as a share of the registry's price per image.
+    batch_price_factor: Decimal = Decimal("0.5")
 
 
 PROVIDER_KINDS: dict[str, ProviderKind] = {
@@ -46,7 +52,14 @@ PROVIDER_KINDS: dict[str, ProviderKind] = {
             rate_per_second=10,
             webhooks=True,
         ),
-        ProviderKind("gemini", "Google Gemini", "generation.providers.gemini.Gemini", concurrency=4, rate_per_second=5),
+        ProviderKind(
+            "gemini",
+            "Google Gemini",
+            "generation.providers.gemini.Gemini",
+            concurrency=4,
+            rate_per_second=5,
+            batch_adapter="generation.providers.gemini_batch.GeminiBatch",
+        ),
         ProviderKind("comfyui", "ComfyUI", "generation.providers.comfyui.ComfyUI", concurrency=2, local=True),
         ProviderKind("local", "Local GPU worker", "generation.providers.comfyui.ComfyUI", concurrency=1, local=True),
         ProviderKind("offline", "Offline engine", "generation.providers.offline.OfflineEngine", concurrency=16),

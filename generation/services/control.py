@@ -12,6 +12,8 @@ from generation import enqueue
 from generation.models import (
     ACTIVE_JOB_STATUSES,
     FINAL_SLOT_STATUSES,
+    Batch,
+    BatchState,
     GenerationJob,
     ImageSlot,
     JobStatus,
@@ -19,6 +21,7 @@ from generation.models import (
     RequestStatus,
     SlotStatus,
 )
+from generation.services.batches import BatchError
 from generation.services.credits import credits_refund
 from generation.services.jobs import JobRequestError
 
@@ -77,6 +80,21 @@ def job_cancel(*, job: GenerationJob) -> bool:
         for request_id in to_cancel:
             enqueue.provider_cancel(request_id)
     return True
+
+
+def job_remove_from_batch(*, job: GenerationJob) -> None:
+    """Take a job out of a Batch Mode draft that was not sent: it is canceled and its credit refunded."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=job.batch_id).first()
+        if batch is None or batch.state != BatchState.DRAFT:
+            raise BatchError("This batch was already sent: only a draft's jobs can be removed.")
+        job_cancel(job=job)
+        GenerationJob.objects.filter(pk=job.pk).update(batch=None)
+        left = ImageSlot.objects.filter(job__batch=batch, job__status=JobStatus.QUEUED).count()
+        if left:
+            Batch.objects.filter(pk=batch.pk).update(request_count=left, updated_at=timezone.now())
+        else:
+            batch.delete()
 
 
 def request_provider_cancel(request_id: str) -> None:

@@ -19,6 +19,7 @@ from generation.models import (
     JobStatus,
     SlotStatus,
 )
+from generation.providers.kinds import PROVIDER_KINDS
 from generation.services.credits import credits_refund
 from models_registry.models import ApiModel
 from studio.models import WorkspaceAsset
@@ -76,12 +77,16 @@ def job_errors(job_id: uuid.UUID) -> list[dict]:
 def _served_costs(job: GenerationJob) -> dict[str, Decimal]:
     """What the stored images cost by provider, each at the price of the model that made it (a
     fallback model may have served some of them)."""
-    served = Counter(WorkspaceAsset.objects.filter(job=job).values_list("metadata__model", flat=True))
-    models = ApiModel.objects.filter(key__in=[k for k in served if k]).values_list("key", "price_per_image", "provider")
+    served = Counter(WorkspaceAsset.objects.filter(job=job).values_list("metadata__model", "metadata__batch"))
+    keys = [key for key, _ in served if key]
+    models = ApiModel.objects.filter(key__in=keys).values_list("key", "price_per_image", "provider")
     priced = {key: (price, provider) for key, price, provider in models}
     costs: dict[str, Decimal] = {}
-    for key, count in served.items():
+    for (key, batch), count in served.items():
         price, provider = priced.get(key, (job.model.price_per_image, job.model.provider))
+        if batch:
+            # Made through the provider's batch lane (services.batches), at its batch price.
+            price = price * PROVIDER_KINDS[provider].batch_price_factor
         costs[provider] = costs.get(provider, Decimal("0")) + price * count
     return costs
 

@@ -21,7 +21,8 @@ from generation.prompts import (
     negative_prompt_for,
     shot_prompts,
 )
-from generation.providers import get_provider
+from generation.providers import get_provider, has_batch_lane
+from generation.services.batches import batch_add_job
 from generation.services.credits import OutOfCredits, credit_account, credits_charge
 from models_registry.models import ApiModel
 from studio.models import Character, WorkspaceAsset
@@ -56,6 +57,7 @@ def job_create(
     idempotency_key: uuid.UUID | None = None,
     kind: str = JobKind.STUDIO,
     params: dict[str, Any] | None = None,
+    batch: bool = False,
     scene: str = "",
     outfit: str = "",
     style: str = "",
@@ -63,6 +65,9 @@ def job_create(
     shots: Sequence[Shot] = (),
 ) -> GenerationJob:
     """Create and enqueue a job, charging one credit whatever its image count.
+
+    `batch`: the job joins the user's Batch Mode draft for the model (services.batches) instead
+    of running now; only models with a batch lane take it.
 
     Raises JobRequestError (with a user-facing message) for anything it cannot run; in that case
     nothing is saved and nothing is charged. A repeated idempotency_key returns the first job.
@@ -102,6 +107,8 @@ def job_create(
         raise JobRequestError(
             f"{model.display_name} can make {counts} images per job, not {images}.", code="bad_count", field="images"
         )
+    if batch and not has_batch_lane(model):
+        raise JobRequestError(f"{model.display_name} has no batch mode.", code="batch_unsupported", field="model")
     if not 1 <= images <= MAX_JOB_IMAGES:
         raise JobRequestError(f"A job makes 1 to {MAX_JOB_IMAGES} images.", code="bad_count", field="images")
     if character is not None and character.owner_id != user.pk:
@@ -166,7 +173,10 @@ def job_create(
             )
             credits_charge(account=account, job=job)
             ImageSlot.objects.bulk_create(ImageSlot(job=job, index=i) for i in range(images))
-            enqueue.dispatch(job.id)
+            if batch:
+                batch_add_job(job=job)
+            else:
+                enqueue.dispatch(job.id)
     except OutOfCredits as exc:
         raise JobRequestError(str(exc), code="out_of_credits") from exc
     except IntegrityError:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from generation import events, heartbeat, limits
 from generation.models import (
     FINAL_SLOT_STATUSES,
+    OPEN_BATCH_STATES,
     GenerationJob,
     ImageSlot,
     JobStatus,
@@ -50,8 +51,11 @@ def jobs_sweep(now=None) -> SweepPlan:
     plan = SweepPlan()
     heartbeat.record_sweep(now.timestamp())
 
+    # Jobs in a batch that has not ended are the batch poller's (services.batches): a day in a
+    # draft or at Google is normal there.
+    jobs = GenerationJob.objects.exclude(batch__state__in=OPEN_BATCH_STATES)
     # Queued jobs whose dispatch message never arrived (crash between commit and enqueue).
-    for job in GenerationJob.objects.filter(status=JobStatus.QUEUED, updated_at__lt=stale):
+    for job in jobs.filter(status=JobStatus.QUEUED, updated_at__lt=stale):
         if job.dispatch_attempts >= MAX_DISPATCH_ATTEMPTS:
             _fail_open_slots(job, "The job could not be started. Your credit was refunded.")
             plan.failed_jobs.append(str(job.pk))
@@ -59,7 +63,7 @@ def jobs_sweep(now=None) -> SweepPlan:
             GenerationJob.objects.filter(pk=job.pk).update(dispatch_attempts=F("dispatch_attempts") + 1, updated_at=now)
             plan.dispatch.append(str(job.pk))
 
-    for job in GenerationJob.objects.filter(status=JobStatus.RUNNING):
+    for job in jobs.filter(status=JobStatus.RUNNING):
         started = job.started_at or job.created_at
         if started < deadline:
             minutes = settings.JOB_DEADLINE_SECONDS // 60

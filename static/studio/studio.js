@@ -16,6 +16,18 @@
     form.requestSubmit ? form.requestSubmit(button || undefined) : button.click();
   });
 
+  // Batch mode turns Generate into "Add to batch"; the switch comes and goes with the model.
+  function syncGenerateLabel() {
+    var label = document.querySelector("[data-generate-label]");
+    if (!label) return;
+    var toggle = document.querySelector("[data-batch-toggle]");
+    label.textContent = toggle && toggle.checked ? "Add to batch" : "Generate";
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.matches && event.target.matches("[data-batch-toggle]")) syncGenerateLabel();
+  });
+  document.addEventListener("htmx:afterSettle", syncGenerateLabel);
+
   // The strength slider shows its value as it moves.
   document.addEventListener("input", function (event) {
     var slider = event.target;

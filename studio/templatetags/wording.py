@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from django import template
 
@@ -14,3 +15,8 @@ register = template.Library()
 @register.filter
 def ago(when: datetime | None) -> str:
     return wording.ago(when) if when else ""
+
+
+@register.filter
+def money(amount: Decimal | None) -> str:
+    return wording.money(Decimal(amount or 0))

@@ -67,9 +67,11 @@ class GeminiAPI:
     def _route_gemini(self, method: str, rest: list[str]) -> tuple[str, str, dict[str, str]]:
         if len(rest) == 3 and rest[1] == "models" and rest[2].endswith(":generateContent"):
             return "gemini", "generate", {"version": rest[0], "model": rest[2].removesuffix(":generateContent")}
-        return "gemini", "unknown", {}
+        return self._route_gemini_batch(method, rest)
 
     def _gemini_auth(self, call: Call) -> Response | None:
+        if call.op == "file_upload":
+            return None  # the upload URL is its own authorization (gemini_batch.py checks its session)
         presented = call.headers.get("x-goog-api-key") or (call.query.get("key") or [""])[0]
         if presented == self.accepted_keys.get("gemini", ""):
             return None

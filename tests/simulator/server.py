@@ -5,6 +5,7 @@ One stdlib ThreadingHTTPServer on 127.0.0.1:<free port>, run in a daemon thread,
     /fal/...                 fal's queue API and the JWKS of its webhook signatures   tests/simulator/fal.py
     /replicate/v1/...        Replicate predictions (create, get, list, cancel)        tests/simulator/replicate.py
     /gemini/{version}/...    Gemini generateContent                                   tests/simulator/gemini.py
+    /gemini/...batches...    Gemini's Batch API and Files API upload                  tests/simulator/gemini_batch.py
     /files/{name}.png        the real PNGs the fal and Replicate outputs point at     here
 
 This module is the core: the server, routing by the first path segment, the shared knobs, fault rules,
@@ -35,9 +36,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from tests.simulator import fal, gemini, replicate
+from tests.simulator import fal, gemini, gemini_batch, replicate
 from tests.simulator.fal import FalAPI
 from tests.simulator.gemini import GeminiAPI
+from tests.simulator.gemini_batch import GeminiBatchAPI
 from tests.simulator.images import make_png
 from tests.simulator.records import DROP, PROVIDERS, Call, Delivery, Fault, Job, Response
 from tests.simulator.replicate import ReplicateAPI
@@ -62,8 +64,9 @@ _KNOBS = (
     *fal.KNOBS,
     *replicate.KNOBS,
     *gemini.KNOBS,
+    *gemini_batch.KNOBS,
 )
-_METHODS = {("files", "file"): "GET", **fal.METHODS, **replicate.METHODS, **gemini.METHODS}
+_METHODS = {("files", "file"): "GET", **fal.METHODS, **replicate.METHODS, **gemini.METHODS, **gemini_batch.METHODS}
 _FAULT_MESSAGES = {
     429: "Rate limit exceeded.",
     500: "Internal server error.",
@@ -75,7 +78,7 @@ _FAULT_MESSAGES = {
 }
 
 
-class Simulator(FalAPI, ReplicateAPI, GeminiAPI):
+class Simulator(FalAPI, ReplicateAPI, GeminiAPI, GeminiBatchAPI):
     """The simulated providers. Thread-safe; `reset()` restores every knob and forgets every call."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -142,6 +145,7 @@ class Simulator(FalAPI, ReplicateAPI, GeminiAPI):
             self._reset_fal()
             self._reset_replicate()
             self._reset_gemini()
+            self._reset_gemini_batch()
             self.faults: list[Fault] = []
             self.calls: list[Call] = []
             self.deliveries: list[Delivery] = []
