@@ -24,7 +24,7 @@ def jobs_for_user(user) -> QuerySet[GenerationJob]:
     """A user's jobs, newest first, with model, slots and assets loaded in three queries."""
     return (
         GenerationJob.objects.filter(owner=user)
-        .select_related("model")
+        .select_related("model", "character")
         .prefetch_related(
             Prefetch("slots", queryset=ImageSlot.objects.order_by("index")),
             Prefetch("assets", queryset=WorkspaceAsset.objects.order_by("batch_index")),

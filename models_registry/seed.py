@@ -111,6 +111,9 @@ MODELS: list[dict[str, Any]] = [
                 "prompt_strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.8},
                 "num_outputs": {"type": "integer", "minimum": 1, "maximum": 4, "default": 1},
                 "seed": {"type": "integer"},
+                # The quality presets' settings (generation.prompts.QUALITY_PRESETS) reach SDXL here.
+                "num_inference_steps": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                "guidance_scale": {"type": "number", "minimum": 1, "maximum": 50, "default": 7.5},
             },
             "required": ["prompt"],
         },

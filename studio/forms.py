@@ -6,7 +6,9 @@ from django import forms
 from django.conf import settings
 
 from generation.lib.sizes import megabytes
-from studio.prompt_bar import MODE_COPY, MODE_MODIFY, PROMPT_MAX_LENGTH
+from generation.prompts import QUALITY_FAST, QUALITY_HIGH
+from studio import wizard
+from studio.prompt_bar import MODE_COPY, MODE_MODIFY, PART_MAX_LENGTH, PROMPT_MAX_LENGTH
 
 
 class GenerateForm(forms.Form):
@@ -24,6 +26,15 @@ class GenerateForm(forms.Form):
     ref1 = forms.UUIDField(required=False)
     ref2 = forms.UUIDField(required=False)
     character = forms.UUIDField(required=False)
+    # The prompt builder's parts: a preset's words or the user's own (generation.prompts.PromptBuilder).
+    scene = forms.CharField(required=False, max_length=PART_MAX_LENGTH, strip=True)
+    outfit = forms.CharField(required=False, max_length=PART_MAX_LENGTH, strip=True)
+    style = forms.CharField(required=False, max_length=PART_MAX_LENGTH, strip=True)
+    quality = forms.ChoiceField(
+        required=False,
+        choices=[(QUALITY_FAST, "Fast"), (QUALITY_HIGH, "High")],
+        error_messages={"invalid_choice": "Choose Fast or High quality."},
+    )
     # A new key per rendered form: a double submit posts the same key and finds the first job.
     idempotency_key = forms.UUIDField(required=False)
 
@@ -51,3 +62,61 @@ class UploadForm(forms.Form):
             limit = megabytes(settings.UPLOAD_MAX_BYTES)
             raise forms.ValidationError(f"The file is too large: the limit is {limit}.", code="too_large")
         return upload
+
+
+# --- The character wizard (studio.wizard) and the character page ------------------------------
+
+
+def _choice(label: str, choices: list[tuple[str, str]], *, required: bool = True) -> forms.ChoiceField:
+    options = ([] if required else [("", "No preference")]) + choices
+    what = label.lower()
+    return forms.ChoiceField(
+        label=label,
+        choices=options,
+        required=required,
+        error_messages={
+            "required": f"Choose a {what}.",
+            "invalid_choice": f"Choose one of the listed options for {what}.",
+        },
+    )
+
+
+class WizardNameForm(CharacterForm):
+    """Step 1. Whether the owner already uses the name is the view's check (it knows the owner)."""
+
+
+class AppearanceForm(forms.Form):
+    gender = _choice("Gender presentation", wizard.GENDER)
+    age = _choice("Age range", wizard.AGE)
+    ethnicity = _choice("Ethnicity", wizard.ETHNICITY, required=False)
+    body = _choice("Body type", wizard.BODY, required=False)
+    hair_color = _choice("Hair colour", wizard.HAIR_COLOR)
+    hair_style = _choice("Hair style", wizard.HAIR_STYLE, required=False)
+    eye_color = _choice("Eye colour", wizard.EYE_COLOR)
+    features = forms.CharField(
+        label="Distinguishing features",
+        required=False,
+        max_length=200,
+        strip=True,
+        help_text="Freckles, a scar over the left brow, round glasses...",
+        error_messages={"max_length": "Keep the features under 200 characters."},
+    )
+
+
+class IdentityForm(forms.Form):
+    personality = forms.CharField(
+        label="Personality",
+        required=False,
+        max_length=200,
+        strip=True,
+        help_text="A few words: playful, curious, confident.",
+        error_messages={"max_length": "Keep the personality under 200 characters."},
+    )
+    style = _choice("Default style", wizard.STYLE)
+    content_mode = _choice("Content mode", wizard.CONTENT_MODE)
+
+
+class CharacterEditForm(CharacterForm, AppearanceForm, IdentityForm):
+    """The character page: every wizard answer, editable later, in the wizard's order."""
+
+    field_order = ["name", *wizard.APPEARANCE_KEYS, *wizard.IDENTITY_KEYS]

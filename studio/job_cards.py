@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from generation.models import GenerationJob, JobStatus, SlotStatus
 from generation.selectors import waiting_on_a_worker
-from studio.models import WorkspaceAsset
+from studio.models import Character, WorkspaceAsset
 from studio.selectors import gallery_jobs, job_progress_for_user
 from studio.wording import ago, plural
 
@@ -65,6 +65,8 @@ class Cell:
     error: str = ""
     # The failure would repeat on a retry (see ImageSlot.failed_permanently).
     permanent: bool = False
+    # A profile set's shot name for this image ("Coffee date"); empty for other jobs.
+    shot: str = ""
 
     @property
     def number(self) -> int:
@@ -92,6 +94,9 @@ class JobCard:
     age: str = ""
     # Active, but waiting because no worker runs (generation.selectors.waiting_on_a_worker).
     paused: bool = False
+    # The reference images sent, in slot order (asset ids), and the reference strength used.
+    references: list[str] = field(default_factory=list)
+    strength: float | None = None
 
     @property
     def total(self) -> int:
@@ -138,6 +143,7 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
     """A job as the gallery shows it; reads only prefetched slots and assets (no queries)."""
     slots = {s.index: s for s in job.slots.all()}
     assets = {a.batch_index: a for a in job.assets.all()}
+    shots = [str(shot.get("name", "")) for shot in (job.params or {}).get("shots") or []]
     cells = []
     for index in range(job.images_requested):
         slot = slots.get(index)
@@ -149,6 +155,7 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
                 asset=assets.get(index),
                 error=slot.error if slot else "",
                 permanent=slot.failed_permanently if slot else False,
+                shot=shots[index] if index < len(shots) else "",
             )
         )
     # The job's stored counters (generation.services.finish) say how many images arrived; the
@@ -197,6 +204,8 @@ def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
         errors=errors,
         age=ago(job.created_at, now or timezone.now()),
         paused=paused,
+        references=[str(r.get("asset")) for r in job.references or [] if isinstance(r, dict) and r.get("asset")],
+        strength=(job.params or {}).get("reference_strength"),
     )
 
 
@@ -241,10 +250,13 @@ class GalleryPage:
         return any(card.is_active for card in self.cards)
 
 
-def gallery_page(user, *, after: str | None = None, size: int = GALLERY_PAGE_SIZE) -> GalleryPage:
-    """One page of the user's jobs, newest first, as cards: three queries for any page (gallery_jobs)."""
+def gallery_page(
+    user, *, after: str | None = None, size: int = GALLERY_PAGE_SIZE, character: Character | None = None
+) -> GalleryPage:
+    """One page of the user's jobs (only `character`'s when given), newest first, as cards: three
+    queries for any page (gallery_jobs)."""
     position = _parse_cursor(after)
-    page = list(gallery_jobs(user, after=position)[: size + 1])
+    page = list(gallery_jobs(user, after=position, character=character)[: size + 1])
     has_more = len(page) > size
     page = page[:size]
     now = timezone.now()

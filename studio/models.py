@@ -132,3 +132,63 @@ class WorkspaceAsset(models.Model):
     def delete_files(self) -> None:
         self.file.delete(save=False)
         self.thumbnail.delete(save=False)
+
+
+class PresetKind(models.TextChoices):
+    SCENE = "scene", "Scene"
+    OUTFIT = "outfit", "Outfit"
+    STYLE = "style", "Style"
+
+
+class PromptPreset(models.Model):
+    """A curated scene, outfit or style for the prompt bar's pickers; staff edit them in admin and
+    every user sees the active ones. `text` is what the prompt builder writes."""
+
+    kind = models.CharField(max_length=10, choices=PresetKind.choices)
+    name = models.CharField(max_length=60)
+    text = models.CharField(max_length=200, help_text="The words added to the prompt.")
+    position = models.PositiveSmallIntegerField(default=0)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["kind", "position", "name"]
+        constraints = [models.UniqueConstraint(fields=["kind", "name"], name="preset_unique_kind_name")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.name}"
+
+
+class ProfileSet(models.Model):
+    """A named set of profile pictures ("Dating profile"): 4 to 8 shots, made as one job."""
+
+    MIN_SHOTS, MAX_SHOTS = 4, 8
+
+    name = models.CharField(max_length=60, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    position = models.PositiveSmallIntegerField(default=0)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProfileShot(models.Model):
+    """One shot recipe of a set: the builder adds its framing and expression as the direction, then
+    its scene and outfit."""
+
+    profile_set = models.ForeignKey(ProfileSet, on_delete=models.CASCADE, related_name="shots")
+    name = models.CharField(max_length=60, help_text="Shown on the image, e.g. “Coffee date”.")
+    framing = models.CharField(max_length=100, help_text="e.g. head and shoulders, three-quarter body")
+    scene = models.CharField(max_length=150, blank=True)
+    outfit = models.CharField(max_length=150, blank=True)
+    expression = models.CharField(max_length=100, blank=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name

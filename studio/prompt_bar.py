@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generation import modes
+from generation.prompts import QUALITY_FAST, QUALITY_PRESETS
 
 MODE_MODIFY = "modify"
 MODE_COPY = "copy"
 PROMPT_MAX_LENGTH = 2000
 REFERENCE_SLOTS = 2
+# A scene, outfit or style: a preset's text or the user's own words.
+PART_MAX_LENGTH = 200
 
 # The session key of the selected character (studio.views; studio.live reads it for each card).
 CHARACTER_SESSION_KEY = "studio_character"
@@ -56,6 +59,14 @@ class StudioState:
     prompt: str = ""
     # Batch Mode: Generate adds the job to the model's batch (on models with a batch lane).
     batch: bool = False
+    # The selected character's locked portrait, placed as ref1 by follow_portrait, and whether the
+    # user removed it for the next run only.
+    portrait: str | None = None
+    portrait_off: bool = False
+    scene: str = ""
+    outfit: str = ""
+    style: str = ""
+    quality: str = QUALITY_FAST
 
     # -- persistence ---------------------------------------------------------------------
     @classmethod
@@ -74,6 +85,11 @@ class StudioState:
         state.images = images if isinstance(images, int) and images >= 1 else 1
         state.prompt = str(data.get("prompt") or "")[:PROMPT_MAX_LENGTH]
         state.batch = bool(data.get("batch", False))
+        state.portrait = _clean_uuid(data.get("portrait")) if data.get("portrait") else None
+        state.portrait_off = bool(data.get("portrait_off"))
+        for name in ("scene", "outfit", "style"):
+            setattr(state, name, str(data.get(name) or "")[:PART_MAX_LENGTH])
+        state.quality = data.get("quality") if data.get("quality") in QUALITY_PRESETS else QUALITY_FAST
         return state
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +102,12 @@ class StudioState:
             "images": self.images,
             "prompt": self.prompt,
             "batch": self.batch,
+            "portrait": self.portrait,
+            "portrait_off": self.portrait_off,
+            "scene": self.scene,
+            "outfit": self.outfit,
+            "style": self.style,
+            "quality": self.quality,
         }
 
     def update_from_form(self, data: Any) -> None:
@@ -107,6 +129,11 @@ class StudioState:
                 self.images = max(1, int(data.get("images")))
             except (TypeError, ValueError):
                 pass
+        for name in ("scene", "outfit", "style"):
+            if name in data:
+                setattr(self, name, str(data.get(name, "")).strip()[:PART_MAX_LENGTH])
+        if data.get("quality") in QUALITY_PRESETS:
+            self.quality = data.get("quality")
         # The form always carries this marker, so an unchecked box (which posts nothing) reads as off.
         if "enhance_present" in data or "enhance" in data:
             self.enhance = data.get("enhance") in ("on", "true", "1")
@@ -147,6 +174,9 @@ class StudioState:
         self.refs = [self.refs[1], self.refs[0]]
 
     def clear_reference(self, slot: int | None = None) -> None:
+        cleared = [self.refs[slot - 1]] if slot in (1, 2) else list(self.refs)
+        if self.portrait and self.portrait in cleared:
+            self.portrait_off = True  # removed for the next run; follow_portrait brings it back after
         if slot in (1, 2):
             self.refs[slot - 1] = None
         else:
@@ -160,6 +190,30 @@ class StudioState:
         self.refs = [r if r in existing else None for r in self.refs]
         if had_references and not self.has_references:
             self._reset_mode()
+
+    # -- the selected character's portrait -----------------------------------------------------
+    def follow_portrait(self, portrait: str | None) -> None:
+        """Make the selected character's locked portrait reference 1 (None: no character or no portrait).
+
+        Another character's portrait placed before leaves the slots; one the user removed stays
+        out until the next run (after_run). An image the user put in ref1 moves to ref2.
+        """
+        portrait = str(portrait) if portrait else None
+        if self.portrait != portrait:
+            if self.portrait in self.refs:
+                self.refs = [r for r in self.refs if r != self.portrait] + [None]
+                if not self.has_references:
+                    self._reset_mode()
+            self.portrait, self.portrait_off = portrait, False
+        if portrait is None or self.portrait_off or portrait in self.refs:
+            return
+        others = [r for r in self.refs if r and r != portrait]
+        self.refs = [portrait, others[0] if others else None]
+        self._reset_mode()
+
+    def after_run(self) -> None:
+        """A generation was made: a portrait removed for that run is used again from the next one."""
+        self.portrait_off = False
 
     # -- MODIFY / COPY -------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:

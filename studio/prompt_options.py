@@ -12,6 +12,8 @@ from decimal import Decimal
 from generation.providers import get_provider
 from generation.services.routing import paused_providers
 from models_registry.models import STANDARD_COUNTS, ApiModel
+from studio.models import PresetKind, PromptPreset
+from studio.prompt_bar import StudioState
 from studio.wording import money, plural
 
 # What one job costs the user, whatever its image count (generation.services.credits.credits_charge).
@@ -141,3 +143,12 @@ def batch_chips(model: ApiModel | None, selected: int, *, price_factor: Decimal 
     return [
         BatchChip(count=c, plan=batch_plan(model, c), provider_cost=price * c, selected=c == selected) for c in counts
     ]
+
+
+def prompt_part_fields(state: StudioState) -> list[tuple[str, str, list[PromptPreset], str]]:
+    """The scene, outfit and style pickers: (name, label, the active presets staff edit in admin,
+    the value the prompt bar holds). One query."""
+    by_kind: dict[str, list[PromptPreset]] = {kind: [] for kind in PresetKind.values}
+    for preset in PromptPreset.objects.filter(is_active=True):
+        by_kind[preset.kind].append(preset)
+    return [(kind, label, by_kind[kind], getattr(state, kind)) for kind, label in PresetKind.choices]

@@ -8,6 +8,7 @@ of them is built in studio.job_cards and studio.prompt_options.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Q, QuerySet
@@ -15,8 +16,9 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from generation.models import GenerationJob
+from generation.prompts import Shot
 from generation.selectors import jobs_for_user
-from studio.models import AssetKind, Character, WorkspaceAsset
+from studio.models import AssetKind, Character, ProfileSet, WorkspaceAsset
 
 # --- Characters and assets ------------------------------------------------------------------
 
@@ -50,13 +52,17 @@ def reference_assets(user, ids: list[str | None]) -> list[WorkspaceAsset | None]
 # --- Gallery --------------------------------------------------------------------------------
 
 
-def gallery_jobs(user, *, after: tuple[datetime, uuid.UUID] | None = None) -> QuerySet[GenerationJob]:
+def gallery_jobs(
+    user, *, after: tuple[datetime, uuid.UUID] | None = None, character: Character | None = None
+) -> QuerySet[GenerationJob]:
     """The user's jobs newest first, from just after a (created_at, id) position; three queries for any slice.
 
     Pages are keyed on the last job shown (not an offset), so jobs created meanwhile never push a
     card onto the next page twice.
     """
     jobs = jobs_for_user(user).order_by("-created_at", "-id")
+    if character is not None:
+        jobs = jobs.filter(character=character)
     if after is not None:
         created_at, job_id = after
         jobs = jobs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=job_id))
@@ -79,3 +85,45 @@ def job_images_for_download(job: GenerationJob) -> list[WorkspaceAsset]:
 def is_portrait(user, asset: WorkspaceAsset) -> bool:
     """Whether one of the user's characters has `asset` locked as its portrait."""
     return Character.objects.filter(owner=user, locked_reference=asset).exists()
+
+
+def character_name_taken(user, name: str, *, except_id: str | None = None) -> bool:
+    """Whether the user already has a character of this name, whatever its case."""
+    taken = Character.objects.filter(owner=user, name__iexact=name.strip())
+    if except_id:
+        taken = taken.exclude(pk=except_id)
+    return taken.exists()
+
+
+@dataclass(frozen=True)
+class ProfileSetShots:
+    profile_set: ProfileSet
+    shots: list[Shot]
+
+
+def profile_set_shots() -> list[ProfileSetShots]:
+    """The active profile picture sets with their shots as the prompt builder takes them: two queries."""
+    sets = ProfileSet.objects.filter(is_active=True).prefetch_related("shots")
+    return [
+        ProfileSetShots(
+            profile_set=s,
+            shots=[
+                Shot(
+                    name=shot.name,
+                    direction=", ".join(p for p in (shot.framing, shot.expression) if p),
+                    scene=shot.scene,
+                    outfit=shot.outfit,
+                )
+                for shot in s.shots.all()
+            ],
+        )
+        for s in sets
+    ]
+
+
+def portraits_by_asset(user) -> dict[str, str]:
+    """The user's locked portraits: asset id -> the character's name (one query)."""
+    rows = Character.objects.filter(owner=user, locked_reference__isnull=False).values_list(
+        "locked_reference_id", "name"
+    )
+    return {str(asset_id): name for asset_id, name in rows}

@@ -33,11 +33,28 @@ def _character_save(character: Character, **kwargs: Any) -> None:
         raise ValidationError(constraint.get_violation_error_message(), code="unique") from exc
 
 
-def character_create(*, owner, name: str) -> Character:
-    """Raises ValidationError for a bad name, or one the owner already uses (whatever its case)."""
-    character = Character(owner=owner, name=name.strip())
+def character_create(
+    *, owner, name: str, appearance: dict[str, str] | None = None, identity: dict[str, str] | None = None
+) -> Character:
+    """Raises ValidationError for a bad name, or one the owner already uses (whatever its case).
+
+    `appearance` and `identity` are the wizard's answers (studio.wizard), already validated.
+    """
+    character = Character(owner=owner, name=name.strip(), appearance=appearance or {}, identity=identity or {})
     character.full_clean()
     _character_save(character)
+    return character
+
+
+def character_update(
+    *, character: Character, name: str, appearance: dict[str, str], identity: dict[str, str]
+) -> Character:
+    """The character page's edit: every wizard answer at once; ValidationError for a name in use."""
+    character.name = name.strip()
+    character.appearance = appearance
+    character.identity = identity
+    character.full_clean()
+    _character_save(character, update_fields=["name", "appearance", "identity", "updated_at"])
     return character
 
 

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import health, live, views, views_batches, views_ops
+from studio import health, live, views, views_batches, views_characters, views_ops
 from studio.metrics import metrics_view
 
 studio_job_patterns = [
@@ -35,6 +35,24 @@ studio_character_patterns = [
     path("characters/new", views.character_create_view, name="character-create"),
     path("characters/<uuid:character_id>/rename", views.character_rename_view, name="character-rename"),
     path("characters/<uuid:character_id>/delete", views.character_delete_view, name="character-delete"),
+    path("characters/<uuid:character_id>", views_characters.character_page, name="character"),
+    path("characters/<uuid:character_id>/edit", views_characters.character_edit, name="character-edit"),
+    path(
+        "characters/<uuid:character_id>/portrait",
+        views_characters.character_portrait_replace,
+        name="character-portrait-replace",
+    ),
+    path(
+        "characters/<uuid:character_id>/sets/<int:set_id>",
+        views_characters.character_profile_set,
+        name="character-profile-set",
+    ),
+    path("characters/wizard", views_characters.wizard_page, name="character-wizard"),
+    path("characters/wizard/step", views_characters.wizard_step, name="character-wizard-step"),
+    path("characters/wizard/base", views_characters.wizard_base_images, name="character-wizard-base"),
+    path("characters/wizard/regenerate", views_characters.wizard_regenerate, name="character-wizard-regenerate"),
+    path("characters/wizard/pick/<uuid:asset_id>", views_characters.wizard_pick, name="character-wizard-pick"),
+    path("characters/wizard/upload", views_characters.wizard_upload, name="character-wizard-upload"),
 ]
 
 # Staff only (studio/views_ops.py): everyone else gets 404.

@@ -27,6 +27,7 @@ from django_htmx.middleware import HtmxDetails
 from generation import modes
 from generation.lib.imaging import InvalidImage
 from generation.models import GenerationJob, JobMode
+from generation.prompts import QUALITY_FAST
 from generation.providers import has_batch_lane
 from generation.providers.kinds import PROVIDER_KINDS
 from generation.selectors import generations_paused_for, job_for_user
@@ -40,13 +41,14 @@ from studio.job_cards import card_version_now, gallery_page, job_card, stream_po
 from studio.live import is_live
 from studio.models import Character, WorkspaceAsset
 from studio.prompt_bar import CHARACTER_SESSION_KEY, MODE_COPY, StudioState
-from studio.prompt_options import batch_chips, group_by_provider, model_options, select_model
+from studio.prompt_options import batch_chips, group_by_provider, model_options, prompt_part_fields, select_model
 from studio.selectors import (
     asset_for_user,
     character_for_user,
     characters_for_user,
     is_portrait,
     job_images_for_download,
+    portraits_by_asset,
     reference_assets,
 )
 from studio.services import (
@@ -123,6 +125,11 @@ def _selected_character(request: HtmxHttpRequest, characters: list[Character]) -
     return character
 
 
+def _selected_character_row(request: HtmxHttpRequest) -> Character | None:
+    character_id = _selected_character_id(request)
+    return characters_for_user(request.user).filter(pk=character_id).first() if character_id else None
+
+
 def _home_url(request: HtmxHttpRequest, anchor: str = "") -> str:
     url = reverse("studio:home")
     character_id = _selected_character_id(request)
@@ -136,6 +143,8 @@ def _home_url(request: HtmxHttpRequest, anchor: str = "") -> str:
 
 def _prompt_context(request: HtmxHttpRequest, state: StudioState) -> dict[str, Any]:
     """Everything the prompt bar's controls need; also settles the state (model, count, references)."""
+    character = _selected_character_row(request)
+    state.follow_portrait(character.locked_reference_id if character else None)
     ref_assets = reference_assets(request.user, state.refs)
     state.keep_only({str(a.pk) for a in ref_assets if a is not None})
     options = model_options(list(ApiModel.objects.active()), has_references=state.has_references)
@@ -161,6 +170,9 @@ def _prompt_context(request: HtmxHttpRequest, state: StudioState) -> dict[str, A
         "is_copy": state.job_mode == JobMode.I2I_COPY,
         # The enhance switch follows the mode's rule (generation.modes), not a mode name.
         "enhancement_allowed": modes.rules_for(state.job_mode).allows_enhancement,
+        "portrait_id": state.portrait,
+        "portrait_owner": character,
+        "part_fields": prompt_part_fields(state),
     }
 
 
@@ -176,7 +188,13 @@ def _gallery_context(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
     The page, "Load more" and every card refresh all build it here: a card rendered from a context
     without it would show Lock disabled ("Select a character first") while a character is selected.
     """
-    return {"has_character": bool(_selected_character_id(request)), "live": is_live(request), **extra}
+    return {
+        "has_character": bool(_selected_character_id(request)),
+        "live": is_live(request),
+        # Deleting a locked portrait asks first, naming its character.
+        "portraits": portraits_by_asset(request.user),
+        **extra,
+    }
 
 
 def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) -> dict[str, Any]:
@@ -184,7 +202,7 @@ def _page_context(request: HtmxHttpRequest, state: StudioState, **extra: Any) ->
     # Settles the session's selection first (?character=, or a character deleted meanwhile), which
     # _gallery_context then reads like every fragment does.
     selected = _selected_character(request, characters)
-    page = gallery_page(request.user, after=request.GET.get("after"))
+    page = gallery_page(request.user, after=request.GET.get("after"), character=selected)
     context = {
         **_gallery_context(request),
         "characters": characters,
@@ -253,7 +271,7 @@ def gallery(request: HtmxHttpRequest) -> HttpResponse:
     """The next page of job cards ("Load more"), appended in place of the button."""
     if not request.htmx:
         return redirect(reverse("studio:home") + "?" + urlencode({"after": request.GET.get("after", "")}))
-    page = gallery_page(request.user, after=request.GET.get("after"))
+    page = gallery_page(request.user, after=request.GET.get("after"), character=_selected_character_row(request))
     return render(request, "studio/_gallery.html#gallery-page", _gallery_context(request, page=page))
 
 
@@ -302,6 +320,10 @@ def generate(request: HtmxHttpRequest) -> HttpResponse:
                     enhance=data["enhance"],
                     idempotency_key=key,
                     batch=data["batch"],
+                    scene=data["scene"],
+                    outfit=data["outfit"],
+                    style=data["style"],
+                    quality=data["quality"] or QUALITY_FAST,
                 )
             except JobRequestError as exc:
                 errors.append(exc.message)
@@ -316,6 +338,7 @@ def generate(request: HtmxHttpRequest) -> HttpResponse:
             return reswap(retarget(response, "#prompt-errors"), "outerHTML")
         return _render_page(request, state, status=400, errors=errors)
 
+    state.after_run()
     _save_state(request, state)
     if not request.htmx:
         return redirect(_home_url(request, "gallery"))

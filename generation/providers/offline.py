@@ -56,6 +56,7 @@ TRAINING_LATENCY_FACTOR = 10
 TRAINING_POLL_SECONDS = 2.0
 LORA_FILE_NAME = "pytorch_lora_weights.safetensors"
 _SKINS = [(241, 204, 178), (224, 172, 140), (190, 134, 98), (140, 92, 62), (96, 62, 44)]
+REF2_WEIGHT = 0.35
 
 # Words in the prompt that steer the rendering; anything else still changes it through the hash.
 _HAIR = {
@@ -135,6 +136,20 @@ def lora_file(trigger_word: str, steps: int) -> bytes:
     return struct.pack("<Q", len(header)) + header + weights
 
 
+def _word_before(feature: str, words: list[str]) -> str | None:
+    """The word written just before `feature` ("red" in "red hair"), skipping style words."""
+    for position, word in enumerate(words):
+        if word == feature:
+            for earlier in reversed(words[:position]):
+                if earlier not in {"long", "short", "wavy", "straight", "curly", "bright", "dark", "light"}:
+                    return earlier
+    return None
+
+
+def _colour_of(feature: str, table: dict[str, Any], words: list[str]) -> Any:
+    return table.get(_word_before(feature, words) or "")
+
+
 def render_portrait(prompt: str, seed: int, index: int, identity: dict[str, list[int]] | None = None) -> Image.Image:
     """Draw one portrait. Same inputs, same pixels. `identity` (a LoRA's) fixes the hair, eyes, skin
     and outfit whatever the prompt says."""
@@ -143,8 +158,10 @@ def render_portrait(prompt: str, seed: int, index: int, identity: dict[str, list
     rng = random.Random(_digest("variant", prompt, seed, index))
 
     top, bottom = _pick(_SCENES, words, prompt_rng)
-    hair = _pick(_HAIR, words, prompt_rng)
-    eyes = _pick(_EYES, [w for w in words if w != "red" or "eyes" in words], prompt_rng)
+    hair = _colour_of("hair", _HAIR, words) or _pick(_HAIR, words, prompt_rng)
+    # "red hair and green eyes": each colour lands on the feature it is written before.
+    eye_words = [w for w in words if w not in {_word_before("hair", words)} and (w != "red" or "eyes" in words)]
+    eyes = _colour_of("eyes", _EYES, words) or _pick(_EYES, eye_words, prompt_rng)
     skin = prompt_rng.choice(_SKINS)
     outfit = (prompt_rng.randrange(30, 220), prompt_rng.randrange(30, 220), prompt_rng.randrange(30, 220))
     if identity:
@@ -260,6 +277,11 @@ class OfflineEngine(Provider):
         if request.references:
             reference = Image.open(io.BytesIO(request.references[0].data))
             reference.load()
+            if len(request.references) > 1:
+                # A second reference counts too: a third of it goes into the starting image.
+                second = Image.open(io.BytesIO(request.references[1].data))
+                second.load()
+                reference = blend_toward(reference, second.convert("RGB").resize(reference.size), REF2_WEIGHT)
         indexes = request.batch_indexes or list(range(request.num_images))
         # A LoRA's identity: drawn from its trigger word, as its simulated training drew it (lora_file).
         identity = identity_for(request.loras[0].trigger_word) if request.loras else None

@@ -11,13 +11,26 @@ from django.db import IntegrityError, transaction
 
 from generation import enqueue, events, modes
 from generation.models import GenerationJob, ImageSlot, JobKind, JobMode
-from generation.prompts import build_prompt, negative_prompt_for
+from generation.prompts import (
+    QUALITY_FAST,
+    QUALITY_PRESETS,
+    Shot,
+    build_prompt,
+    character_content_mode,
+    generation_settings,
+    negative_prompt_for,
+    shot_prompts,
+)
 from generation.providers import get_provider, has_batch_lane
 from generation.services.batches import batch_add_job
 from generation.services.credits import OutOfCredits, credit_account, credits_charge
 from models_registry.models import ApiModel
 from studio.models import Character, WorkspaceAsset
 from studio.throttle import rate_limit
+
+# A studio job asks for the prompt bar's counts (ApiModel.allowed_counts); base images and
+# profile sets ask for their own, up to this many.
+MAX_JOB_IMAGES = 10
 
 
 class JobRequestError(Exception):
@@ -45,6 +58,11 @@ def job_create(
     kind: str = JobKind.STUDIO,
     params: dict[str, Any] | None = None,
     batch: bool = False,
+    scene: str = "",
+    outfit: str = "",
+    style: str = "",
+    quality: str = QUALITY_FAST,
+    shots: Sequence[Shot] = (),
 ) -> GenerationJob:
     """Create and enqueue a job, charging one credit whatever its image count.
 
@@ -53,6 +71,10 @@ def job_create(
 
     Raises JobRequestError (with a user-facing message) for anything it cannot run; in that case
     nothing is saved and nothing is charged. A repeated idempotency_key returns the first job.
+
+    The prompt is built by generation.prompts.PromptBuilder from the character, `prompt`, scene,
+    outfit and style. With `shots` (a profile picture set) each image is one shot with its own
+    scene, outfit and direction, and `images` is the number of shots.
     """
     if idempotency_key is not None:
         existing = GenerationJob.objects.filter(owner=user, idempotency_key=idempotency_key).first()
@@ -63,7 +85,7 @@ def job_create(
     if mode not in JobMode.values:
         raise JobRequestError("Unknown generation mode.", code="bad_mode", field="mode")
     rules = modes.rules_for(mode)
-    if not prompt and rules.prompt_required:
+    if not prompt and rules.prompt_required and not shots:
         raise JobRequestError("Write a prompt first.", code="prompt_required", field="prompt")
     if not model.is_active:
         raise JobRequestError(f"{model.display_name} is not available right now.", code="model_inactive", field="model")
@@ -78,13 +100,17 @@ def job_create(
     if not model.supports(rules.task):
         what = "image-to-image" if rules.uses_references else "text-to-image"
         raise JobRequestError(f"{model.display_name} cannot do {what}.", code="task_unsupported", field="model")
-    if images not in model.allowed_counts:
+    if shots:
+        images = len(shots)
+    if kind == JobKind.STUDIO and images not in model.allowed_counts:
         counts = ", ".join(map(str, model.allowed_counts))
         raise JobRequestError(
             f"{model.display_name} can make {counts} images per job, not {images}.", code="bad_count", field="images"
         )
     if batch and not has_batch_lane(model):
         raise JobRequestError(f"{model.display_name} has no batch mode.", code="batch_unsupported", field="model")
+    if not 1 <= images <= MAX_JOB_IMAGES:
+        raise JobRequestError(f"A job makes 1 to {MAX_JOB_IMAGES} images.", code="bad_count", field="images")
     if character is not None and character.owner_id != user.pk:
         raise JobRequestError("That character does not exist.", code="character_not_found", field="character")
 
@@ -109,6 +135,18 @@ def job_create(
         job_params["denoise"] = modes.denoise_for(mode, strength)
     enhance = modes.enhancement_for(mode, enhance)
     job_params["enhance"] = enhance
+    job_params.update(generation_settings(mode=mode, quality=quality))
+    job_params["quality"] = quality if quality in QUALITY_PRESETS else QUALITY_FAST
+
+    parts = {"scene": scene, "outfit": outfit, "style": style}
+    final_prompt = build_prompt(prompt=prompt, mode=mode, character=character, enhance=enhance, **parts)
+    if shots:
+        job_params["shots"] = shot_prompts(
+            shots, prompt=prompt, mode=mode, character=character, enhance=enhance, **parts
+        )
+        final_prompt = "\n".join(f"{s['name']}: {s['prompt']}" for s in job_params["shots"])
+    elif any(parts.values()):
+        job_params["prompt_parts"] = {k: v for k, v in parts.items() if v}
     job_params.setdefault("seed", random.randrange(2**31))
 
     rate_limit(user=user, action="job", error=JobRequestError)
@@ -122,8 +160,10 @@ def job_create(
                 kind=kind,
                 mode=mode,
                 prompt=prompt,
-                final_prompt=build_prompt(prompt=prompt, mode=mode, character=character, enhance=enhance),
-                negative_prompt=negative_prompt_for(model=model, mode=mode),
+                final_prompt=final_prompt,
+                negative_prompt=negative_prompt_for(
+                    model=model, mode=mode, content_mode=character_content_mode(character)
+                ),
                 params=job_params,
                 references=[{"asset": str(a.id)} for a in assets],
                 images_requested=images,

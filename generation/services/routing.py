@@ -170,3 +170,27 @@ def next_model(*, job: GenerationJob, failed_model: ApiModel) -> ApiModel | None
             continue
         return model
     return None
+
+
+def fastest_model(task: str, *, images: int) -> ApiModel | None:
+    """The model a character's own jobs (base images, profile sets) run on: the first usable model of
+    the task's fallback chain (staff order it fastest first, the seed puts fal's Flash first) that
+    makes all `images` in one request, else the first usable one at all, else the offline engine.
+
+    None only when not even the offline engine is active.
+    """
+    chain = FallbackChain.objects.filter(task=task).first()
+    usable = [
+        model
+        for model in (chain.ordered_models() if chain else [])
+        if model.is_active
+        and model.supports(task)
+        and provider_configured(model.provider)
+        and not provider_paused(model.provider)
+        and provider_healthy(model.provider)
+    ]
+    one_request = [model for model in usable if model.max_images >= images]
+    if one_request or usable:
+        return (one_request or usable)[0]
+    offline = ApiModel.objects.active().filter(provider="offline")
+    return next((model for model in offline if model.supports(task)), None)

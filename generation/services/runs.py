@@ -158,7 +158,9 @@ def job_dispatch(job_id: uuid.UUID | str) -> list[uuid.UUID]:
 def _plan_requests(*, job: GenerationJob, model: ApiModel, slots: list[ImageSlot]) -> list[uuid.UUID]:
     """Create the requests that run `slots` on `model` (inside the caller's transaction)."""
     created: list[uuid.UUID] = []
-    for group in model.request_chunks(slots):
+    # A profile set's shots each have their own prompt (job_create's `shots`): one request each.
+    groups = [[slot] for slot in slots] if (job.params or {}).get("shots") else model.request_chunks(slots)
+    for group in groups:
         request = ProviderRequest.objects.create(
             job=job, model=model, provider=model.provider, slot_indexes=[s.index for s in group], due_at=timezone.now()
         )
@@ -205,6 +207,14 @@ def _reference_url(file) -> str | None:
     return url
 
 
+def _request_prompt(job: GenerationJob, indexes: list[int]) -> str:
+    """The job's final prompt, or for a profile set the prompt of the one shot this request makes."""
+    shots = (job.params or {}).get("shots") or []
+    if shots and indexes and indexes[0] < len(shots):
+        return shots[indexes[0]]["prompt"]
+    return job.final_prompt or job.prompt
+
+
 def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationRequest:
     slots = list(ImageSlot.objects.filter(job=job, index__in=request.slot_indexes).order_by("index"))
     indexes = [s.index for s in slots]
@@ -217,8 +227,9 @@ def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationReq
         # When the submit went out: an adapter looking for a lost submit ignores older ones.
         params["sent_at"] = request.sent_at.timestamp()
     base_seed = (job.params or {}).get("seed")
+    params.pop("shots", None)
     return GenerationRequest(
-        prompt=job.final_prompt or job.prompt,
+        prompt=_request_prompt(job, indexes),
         num_images=len(indexes),
         negative_prompt=job.negative_prompt,
         # One seed per request: fan-out requests must not all draw the same picture.

@@ -1,8 +1,8 @@
-"""A job card's image places, rendered in Python: `{% tiles card has_character %}`.
+"""A job card's image places, rendered in Python: `{% tiles card has_character portraits %}`.
 
 A gallery page shows 200 of them, and the template engine spent most of the page's render time on
-their dozen variables each; here every value is a number, an id or a URL built from a pattern
-(studio.job_cards.TileUrls), so plain string formatting is both quick and safe. The markup is the
+their dozen variables each; here every value is a number, an id, a URL built from a pattern
+(studio.job_cards.TileUrls) or an escaped name, so plain string formatting is both quick and safe. The markup is the
 one the gallery's buttons and tests rely on (templates/studio/_gallery.html describes the form the
 buttons post).
 """
@@ -10,6 +10,7 @@ buttons post).
 from __future__ import annotations
 
 from django import template
+from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from generation.models import SlotStatus
@@ -21,12 +22,16 @@ _IMAGE = (
     '<figure class="tile" data-index="{index}"><a class="tile-image" href="{file}" target="_blank">'
     '<img src="{thumbnail}" alt="Image {n}" width="{width}" height="{height}" loading="lazy"></a>'
     '<div class="tile-corner"><a href="{file}?download=1" aria-label="Download image {n}">↓</a>'
-    '<button name="delete" value="{hex}" aria-label="Delete image {n}" data-confirm>×</button></div>'
+    '<button name="delete" value="{hex}" aria-label="Delete image {n}" data-confirm{confirm}>×</button></div>{shot}'
     '<figcaption class="tile-actions"><button name="use1" value="{hex}" aria-label="Use as ref 1">Ref 1</button>'
     '<button name="use2" value="{hex}" aria-label="Use as ref 2">Ref 2</button>'
     '<button name="lock" value="{hex}" aria-label="Lock as portrait"{lock}>Lock</button></figcaption></figure>'
 )
 _LOCK_DISABLED = ' title="Select a character first" disabled'
+# Deleting a character's locked portrait names what it takes away; other images ask the gallery's question.
+_PORTRAIT_CONFIRM = (
+    '="Delete image {n}? It is {name}\'s locked portrait: {name} will have none. This cannot be undone."'
+)
 _WAITING = (
     '<div class="tile placeholder" role="img" aria-label="Image {n} is being generated">'
     '<span class="shimmer"></span><span class="tile-note">{n}</span></div>'
@@ -44,9 +49,13 @@ _DELETED = (
 )
 
 
-def _tile(cell: Cell, lock: str) -> str:
+def _tile(cell: Cell, lock: str, portraits: dict[str, str]) -> str:
     asset, urls = cell.asset, cell.urls
     if asset is not None and urls is not None:
+        portrait = portraits.get(str(asset.pk))
+        # Character and shot names are the only text here that people wrote: escaped.
+        confirm = _PORTRAIT_CONFIRM.format(n=int(cell.number), name=escape(portrait)) if portrait else ""
+        shot = f'<span class="tile-shot">{escape(cell.shot)}</span>' if cell.shot else ""
         return _IMAGE.format(
             index=int(cell.index),
             n=int(cell.number),
@@ -56,6 +65,8 @@ def _tile(cell: Cell, lock: str) -> str:
             width=int(asset.width),
             height=int(asset.height),
             lock=lock,
+            confirm=confirm,
+            shot=shot,
         )
     if cell.is_waiting:
         return _WAITING.format(n=int(cell.number))
@@ -67,6 +78,8 @@ def _tile(cell: Cell, lock: str) -> str:
 
 
 @register.simple_tag
-def tiles(card: JobCard, has_character: bool) -> SafeString:
+def tiles(card: JobCard, has_character: bool, portraits: dict[str, str] | None = None) -> SafeString:
+    """`portraits`: which character each locked portrait belongs to (studio.selectors.portraits_by_asset)."""
     lock = "" if has_character else _LOCK_DISABLED
-    return mark_safe("\n".join(_tile(cell, lock) for cell in card.cells))  # noqa: S308 - ids, numbers and URLs only
+    cells = (_tile(cell, lock, portraits or {}) for cell in card.cells)
+    return mark_safe("\n".join(cells))  # noqa: S308 - ids, numbers, URLs and escaped names only

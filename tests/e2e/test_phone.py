@@ -28,8 +28,11 @@ def studio(transactional_db):
     """Alice with a selected character that has no portrait yet, and a finished job of four images."""
     alice = get_user_model().objects.create_user("alice", password="alice-password")
     model = offline_model(display_name="Offline preview engine")
-    make_character(alice, "Mira")
-    make_job(alice, model, images=4, prompt="silver hair, red eyes, night city")
+    mira = make_character(alice, "Mira")
+    job = make_job(alice, model, images=4, prompt="silver hair, red eyes, night city")
+    # Mira's job: with Mira selected the gallery shows only hers.
+    job.character = mira
+    job.save(update_fields=["character"])
     return alice
 
 

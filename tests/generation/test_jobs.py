@@ -164,3 +164,45 @@ def test_fifty_concurrent_creates_on_ten_credits_make_exactly_ten_jobs(alice):
     assert GenerationJob.objects.count() == 10
     assert CreditAccount.objects.get(user=alice).balance == 0
     assert CreditLedger.objects.filter(kind="charge").count() == 10
+
+
+class TestCharacterJobs:
+    def test_a_character_job_carries_the_quality_settings_and_parts(self, alice, model):
+        from studio.models import Character
+
+        aria = Character.objects.create(owner=alice, name="Aria", appearance={"hair_color": "red"})
+        job = job_create(user=alice, model=model, prompt="smiling", character=aria, scene="on a beach", quality="high")
+        assert job.final_prompt.startswith("red hair, smiling, on a beach")
+        assert job.params["num_inference_steps"] == 25 and job.params["guidance_scale"] == 7.5
+        assert job.params["prompt_parts"] == {"scene": "on a beach"}
+
+    def test_base_images_are_three_in_one_request_on_the_offline_engine(self, alice, model):
+        from generation.models import JobKind
+        from generation.services.character_jobs import base_images_create
+        from generation.services.runs import job_dispatch
+        from studio.models import Character
+
+        aria = Character.objects.create(owner=alice, name="Aria", appearance={"hair_color": "red"})
+        job = base_images_create(user=alice, character=aria)
+        assert (job.kind, job.images_requested, job.model) == (JobKind.BASE_IMAGE, 3, model)
+        assert len(job_dispatch(job.pk)) == 1  # one provider round trip for the three
+
+    def test_a_profile_set_makes_one_request_per_shot_each_with_its_prompt(self, alice, model):
+        from generation.models import ProviderRequest
+        from generation.prompts import Shot
+        from generation.services.character_jobs import profile_set_create
+        from generation.services.runs import build_request, job_dispatch
+        from studio.models import Character
+
+        aria = Character.objects.create(owner=alice, name="Aria", appearance={"hair_color": "red"})
+        shots = [Shot(name=f"Shot {i}", direction=f"pose {i}", scene=f"scene {i}") for i in range(4)]
+        job = profile_set_create(user=alice, character=aria, shots=shots)
+        requests = [ProviderRequest.objects.get(pk=pk) for pk in job_dispatch(job.pk)]
+        prompts = [build_request(r, job).prompt for r in requests]
+        assert len(requests) == 4
+        assert prompts[2].startswith("red hair, pose 2, scene 2")
+
+    def test_a_studio_job_still_takes_only_the_chip_counts(self, alice, model):
+        with pytest.raises(JobRequestError) as error:
+            job_create(user=alice, model=model, prompt="x", images=3)
+        assert error.value.code == "bad_count"

@@ -596,3 +596,18 @@ class TestProviderPause:
         job.refresh_from_db()
         assert request.status == RequestStatus.SUCCEEDED
         assert (job.status, job.provider, job.succeeded_count) == (JobStatus.SUCCEEDED, "offline", 1)
+
+
+class TestFastestModel:
+    def test_the_first_usable_model_of_the_chain_that_makes_all_images_in_one_request(self, models, settings):
+        chain("t2i", models["replicate"], models["fal"], models["gemini"])
+        assert routing.fastest_model("t2i", images=3) == models["fal"]
+        assert routing.fastest_model("t2i", images=1) == models["replicate"]
+
+    def test_unconfigured_or_paused_providers_are_skipped_and_the_offline_engine_is_last(self, models, settings):
+        chain("t2i", models["fal"])
+        settings.FAL_KEY = ""
+        assert routing.fastest_model("t2i", images=3) == models["offline"]
+        settings.FAL_KEY = "fal-test-key"
+        routing.provider_pause("fal")
+        assert routing.fastest_model("t2i", images=3) == models["offline"]

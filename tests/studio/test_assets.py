@@ -8,6 +8,7 @@ import pytest
 from django.core.files.storage import default_storage
 from django.urls import reverse
 
+from generation.models import GenerationJob
 from studio.models import Character, WorkspaceAsset
 from tests.studio.helpers import htmx, make_asset, make_character, make_job
 
@@ -117,6 +118,8 @@ def lock_buttons(html: str) -> list[str]:
 def test_lock_is_enabled_on_every_render_of_a_card_once_a_character_is_selected(alice_client, alice, model):
     mira = make_character(alice, "Mira")
     job = make_job(alice, model, images=2)
+    # Mira's job: with Mira selected the gallery shows only hers.
+    GenerationJob.objects.filter(pk=job.pk).update(character=mira)
     home = reverse("studio:home")
 
     for html in (

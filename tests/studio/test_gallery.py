@@ -9,8 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from generation.models import GenerationJob
 from studio.models import WorkspaceAsset
-from tests.studio.helpers import htmx, make_job
+from tests.studio.helpers import htmx, make_character, make_job
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +134,30 @@ def test_a_full_page_of_images_stays_light_with_every_button_and_its_size(alice_
     cards = html[html.index('id="gallery-jobs"') :]
     # Cards and images without the page around them: about 1.1 KB an image, buttons and all.
     assert len(cards.encode()) / len(assets) < 1300
+
+
+def test_deleting_a_locked_portrait_asks_first_naming_its_character(alice_client, alice, model):
+    job = make_job(alice, model, images=2)
+    portrait = job.assets.get(batch_index=0)
+    make_character(alice, "Aria", locked_reference=portrait)
+    html = alice_client.get(reverse("studio:home"), {"character": "none"}).content.decode()
+    assert (
+        'aria-label="Delete image 1" data-confirm="Delete image 1? It is Aria\'s locked portrait: Aria will have none.'
+        in html
+    )
+    # Any other image asks the gallery's own question (data-question on #gallery-jobs).
+    assert 'aria-label="Delete image 2" data-confirm>' in html
+
+
+def test_selecting_a_character_filters_the_gallery_and_all_shows_everything(alice_client, alice, model):
+    aria = make_character(alice, "Aria")
+    hers = make_job(alice, model, images=1, prompt="aria on a beach")
+    GenerationJob.objects.filter(pk=hers.pk).update(character=aria)
+    make_job(alice, model, images=1, prompt="nobody in particular")
+
+    selected = alice_client.get(reverse("studio:home"), {"character": str(aria.pk)}).content.decode()
+    assert "aria on a beach" in selected and "nobody in particular" not in selected
+    more = alice_client.get(reverse("studio:gallery"), **htmx()).content.decode()
+    assert "nobody in particular" not in more
+    everything = alice_client.get(reverse("studio:home"), {"character": "none"}).content.decode()
+    assert "aria on a beach" in everything and "nobody in particular" in everything

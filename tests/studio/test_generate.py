@@ -166,3 +166,32 @@ def test_the_selected_character_is_used(alice_client, alice, model):
 
 def test_it_rejects_get(alice_client):
     assert alice_client.get(GENERATE).status_code == 405
+
+
+def test_with_a_portrait_locked_every_generation_uses_it_as_ref1(alice_client, alice, model):
+    portrait = make_asset(alice)
+    aria = make_character(alice, "Aria", locked_reference=portrait, appearance={"hair_color": "red"})
+    html = alice_client.get(reverse("studio:home"), {"character": str(aria.pk)}).content.decode()
+    assert "Aria's portrait" in html
+    assert f'name="ref1" value="{portrait.pk}"' in html
+
+    post(alice_client, model, character=str(aria.pk), ref1=str(portrait.pk), scene="on a beach")
+
+    job = GenerationJob.objects.get()
+    assert job.references == [{"asset": str(portrait.pk)}]
+    assert job.mode == JobMode.I2I_MODIFY
+    assert job.final_prompt.startswith("red hair, silver hair, red eyes, on a beach")
+
+
+def test_the_portrait_removed_from_ref1_stays_out_for_one_run_only(alice_client, alice, model):
+    portrait = make_asset(alice)
+    aria = make_character(alice, "Aria", locked_reference=portrait)
+    alice_client.get(reverse("studio:home"), {"character": str(aria.pk)})
+
+    cleared = alice_client.post(reverse("studio:reference-clear"), {"slot": "1"}, **htmx()).content.decode()
+    assert "Aria's portrait" not in cleared
+    post(alice_client, model, character=str(aria.pk))  # this run: text-to-image with the description
+    assert GenerationJob.objects.get().mode == JobMode.T2I
+
+    again = alice_client.get(reverse("studio:home")).content.decode()
+    assert "Aria's portrait" in again

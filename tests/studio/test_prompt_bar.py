@@ -50,3 +50,32 @@ def test_state_survives_the_session_and_ignores_garbage():
     assert state.refs == [None, A]
     assert (state.mode, state.strength, state.images) == ("modify", 0.5, 1)
     assert StudioState.from_dict(state.to_dict()) == state
+
+
+class TestPortrait:
+    portrait = str(uuid.uuid4())
+
+    def test_the_selected_characters_portrait_becomes_ref1_and_moves_an_image_to_ref2(self):
+        state = StudioState()
+        own = str(uuid.uuid4())
+        state.add_reference(own)
+        state.follow_portrait(self.portrait)
+        assert state.refs == [self.portrait, own]
+        assert state.job_mode == JobMode.I2I_MODIFY
+
+    def test_removed_it_stays_out_for_one_run_only(self):
+        state = StudioState()
+        state.follow_portrait(self.portrait)
+        state.clear_reference(1)
+        state.follow_portrait(self.portrait)
+        assert state.refs == [None, None]
+        state.after_run()
+        state.follow_portrait(self.portrait)
+        assert state.refs[0] == self.portrait
+
+    def test_another_characters_portrait_leaves_the_slots(self):
+        state = StudioState()
+        state.follow_portrait(self.portrait)
+        state.follow_portrait(None)
+        assert state.refs == [None, None]
+        assert StudioState.from_dict(state.to_dict()).portrait is None

@@ -181,3 +181,25 @@ def test_generation_with_the_lora_keeps_the_trained_identity_whatever_the_prompt
     assert not all(colour_count(image, identity["skin"]) > 2000 for image in without) or not all(
         colour_count(image, identity["hair"]) > 2000 for image in without
     )
+
+
+def test_each_colour_lands_on_the_feature_it_is_written_before():
+    from generation.providers.offline import _EYES, _HAIR, render_portrait
+
+    image = render_portrait("young woman, red hair, long wavy hair, green eyes", seed=3, index=0)
+    pixels = image.convert("RGB").getcolors(image.width * image.height)
+    colours = {colour for _, colour in pixels}
+
+    def near(target):
+        return any(sum(abs(a - b) for a, b in zip(c, target, strict=True)) < 30 for c in colours)
+
+    assert near(_HAIR["red"]) and near(_EYES["green"])
+    assert not near(_EYES["red"])  # today's bug: red eyes from "red hair"
+
+
+def test_the_second_reference_changes_the_output():
+    red = Reference(data=png_bytes((512, 640), (220, 30, 30)), content_type="image/png")
+    blue = Reference(data=png_bytes((512, 640), (30, 30, 220)), content_type="image/png")
+    one = run(references=[red], denoise=0.05)[0]
+    both = run(references=[red, blue], denoise=0.05)[0]
+    assert difference(one, both) > 20

@@ -69,6 +69,14 @@ def rsps():
 
 
 class TestReplicateSubmit:
+    def test_the_quality_presets_steps_and_guidance_reach_sdxl(self, rsps):
+        rsps.post("https://api.replicate.com/v1/predictions", json=prediction("starting"), status=201)
+        params = {"num_inference_steps": 25, "guidance_scale": 7.5, "quality": "high"}
+        Replicate(sdxl()).submit(GenerationRequest(prompt="a red fox", params=params))
+        sent = sent_json(rsps.calls[0])["input"]
+        assert (sent["num_inference_steps"], sent["guidance_scale"]) == (25, 7.5)
+        assert "quality" not in sent  # the preset's name is the studio's, not a model input
+
     def test_it_creates_by_pinned_version_with_a_short_wait(self, rsps):
         rsps.post("https://api.replicate.com/v1/predictions", json=prediction("starting"), status=201)
         request = GenerationRequest(
@@ -78,7 +86,7 @@ class TestReplicateSubmit:
             seed=7,
             denoise=0.7,
             references=[Reference(data=PNG, content_type="image/png", url="https://s3.test/ref.png")],
-            params={"guidance_scale": 7.5, "num_outputs": 4},  # not in the schema / managed: dropped
+            params={"scheduler": "K_EULER", "num_outputs": 4},  # not in the schema / managed: dropped
         )
         result = Replicate(sdxl()).submit(request)
 
