@@ -323,13 +323,15 @@ except ValueError as exc:
 # is this old; staff set both. A sent batch is polled every BATCH_POLL_MIN_SECONDS at first, then
 # less often as it ages (a tenth of its age), up to BATCH_POLL_MAX_SECONDS; beat looks for due
 # work every BATCH_SWEEP_SECONDS. A create whose answer was lost is looked up by name after
-# BATCH_LOST_CREATE_GRACE_SECONDS (longer than a create can take).
+# BATCH_LOST_CREATE_GRACE_SECONDS (longer than a create can take), and on every sweep after that
+# until BATCH_LOST_CREATE_GIVE_UP_SECONDS, when its images fail: it is never sent again.
 BATCH_AUTO_SUBMIT_REQUESTS = env_int("BATCH_AUTO_SUBMIT_REQUESTS", 50)
 BATCH_AUTO_SUBMIT_MINUTES = env_int("BATCH_AUTO_SUBMIT_MINUTES", 30)
 BATCH_POLL_MIN_SECONDS = env_float("BATCH_POLL_MIN_SECONDS", 5.0)
 BATCH_POLL_MAX_SECONDS = env_float("BATCH_POLL_MAX_SECONDS", 600.0)
 BATCH_SWEEP_SECONDS = env_int("BATCH_SWEEP_SECONDS", 10)
 BATCH_LOST_CREATE_GRACE_SECONDS = env_int("BATCH_LOST_CREATE_GRACE_SECONDS", 90)
+BATCH_LOST_CREATE_GIVE_UP_SECONDS = env_int("BATCH_LOST_CREATE_GIVE_UP_SECONDS", 600)
 
 CELERY_BEAT_SCHEDULE = {
     # Re-drives jobs whose messages were lost or whose worker died (the broker only returns those

@@ -68,9 +68,10 @@ _NO_RESULT = {
     BatchState.EXPIRED: "Google did not run the batch within 48 hours (it expired).",
 }
 LOST_CREATE_FOUND = "Google did not answer when the batch was sent; it was found by its name and not sent twice."
+LOST_CREATE_WAITING = "Waiting for Google to confirm the batch…"
 LOST_CREATE_NOT_FOUND = (
-    "Google did not answer when the batch was sent and has no batch by its name, so it was not sent. "
-    "It is back in your draft: submit it again."
+    "Google did not answer when the batch was sent, and no batch of that name appeared. It was not sent "
+    "again, so it cannot be billed twice: Retry failed makes these images in the normal lane."
 )
 
 
@@ -174,7 +175,7 @@ def batch_submit(batch_id: uuid.UUID | str) -> float | None:
 def _create_failed(batch: Batch, exc: ProviderError) -> float | None:
     if exc.may_have_been_received:
         # Google may hold it: batches_sweep looks it up by name once the grace has passed.
-        Batch.objects.filter(pk=batch.pk).update(error="Waiting for Google to confirm the batch…")
+        Batch.objects.filter(pk=batch.pk).update(error=LOST_CREATE_WAITING)
         logger.warning("batch %s: the create's answer was lost (%s); it will be looked up by name", batch.pk, exc)
         return None
     if exc.permanent:
@@ -219,7 +220,9 @@ def _batch_sent(batch: Batch, status, *, input_file: str, note: str = "") -> flo
 
 
 def batch_recover(batch_id: uuid.UUID | str) -> float | None:
-    """A batch left SUBMITTING: find it by its display name, or put it back in the draft."""
+    """A batch left SUBMITTING: find it by its display name. Creation is not idempotent, so a
+    create that may have reached Google is never sent again: it is looked for until
+    BATCH_LOST_CREATE_GIVE_UP_SECONDS, then its images fail (refunded, Retry failed offered)."""
     batch = Batch.objects.select_related("model").filter(pk=batch_id, state=BatchState.SUBMITTING, name="").first()
     if batch is None:
         return None
@@ -234,21 +237,11 @@ def batch_recover(batch_id: uuid.UUID | str) -> float | None:
         return None
     if found is not None:
         return _batch_sent(batch, found, input_file=batch.input_file, note=LOST_CREATE_FOUND)
-    if Batch.objects.filter(pk=batch.pk, state=BatchState.DRAFT).exists():
-        return None
-    try:
-        Batch.objects.filter(pk=batch.pk, state=BatchState.SUBMITTING).update(
-            state=BatchState.DRAFT, create_sent_at=None, error=LOST_CREATE_NOT_FOUND
-        )
-    except IntegrityError:
-        # The user already has a new draft for this model: this batch's jobs join it.
-        with transaction.atomic():
-            draft = Batch.objects.select_for_update().get(
-                owner_id=batch.owner_id, model_id=batch.model_id, state="draft"
-            )
-            GenerationJob.objects.filter(batch=batch).update(batch=draft)
-            Batch.objects.filter(pk=draft.pk).update(error=LOST_CREATE_NOT_FOUND)
-            batch.delete()
+    waited = (timezone.now() - batch.create_sent_at).total_seconds()
+    if waited < settings.BATCH_LOST_CREATE_GIVE_UP_SECONDS:
+        return None  # Google's list may not show it yet: the next sweep looks again
+    logger.warning("batch %s: not found by its name %.0f s after its lost create; failing it", batch.pk, waited)
+    batch_finish(batch, state=BatchState.FAILED, error=LOST_CREATE_NOT_FOUND)
     return None
 
 

@@ -268,17 +268,32 @@ class TestLostCreate:
         assert WorkspaceAsset.objects.filter(job=job).count() == 2
         assert len(sim.gemini_batches) == 1
 
-    def test_a_create_google_never_got_goes_back_to_the_draft(self, sim, alice, gemini, settings):
+    def test_a_create_google_never_confirmed_is_looked_for_then_failed_and_never_sent_again(
+        self, sim, alice, gemini, settings
+    ):
         sim.drop_next(1, provider="gemini", op="batch_create")  # dropped before the batch exists
-        job = add(alice, gemini)
+        job = add(alice, gemini, images=2)
+        credits_before = CreditAccount.objects.get(user=alice).balance
         batches.batch_submit(job.batch_id)
         settings.BATCH_LOST_CREATE_GRACE_SECONDS = 0
+        # Google's list may lag behind its create: not found yet is not given up on.
         batches.batch_recover(job.batch_id)
         batch = Batch.objects.get()
-        assert batch.state == BatchState.DRAFT and "submit it again" in batch.error
-        batches.batch_submit(batch.pk)
+        assert batch.state == BatchState.SUBMITTING and batch.error == batches.LOST_CREATE_WAITING
+        assert len(sim.calls_for("gemini", "batch_list")) == 1
+
+        settings.BATCH_LOST_CREATE_GIVE_UP_SECONDS = 0
+        batches.batch_recover(job.batch_id)
         batch.refresh_from_db()
-        assert batch.name.startswith("batches/") and len(sim.gemini_batches) == 1
+        job.refresh_from_db()
+        assert batch.state == BatchState.FAILED and "cannot be billed twice" in batch.error
+        assert job.status == JobStatus.FAILED
+        assert CreditAccount.objects.get(user=alice).balance == credits_before + 1  # refunded
+        assert set(job.slots.values_list("status", flat=True)) == {SlotStatus.FAILED}
+        # Nothing sends it again: not the sweep, not a second recover.
+        assert batches.batches_sweep().submit == [] and batches.batches_sweep().recover == []
+        batches.batch_recover(batch.pk)
+        assert len(sim.calls_for("gemini", "batch_create")) == 1 and sim.gemini_batches == {}
 
     def test_a_send_the_sweep_took_back_is_not_sent(self, sim, alice, gemini, monkeypatch):
         job = add(alice, gemini)
