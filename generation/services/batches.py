@@ -321,6 +321,12 @@ def batch_finish(batch: Batch, *, state: str, status=None, client=None, error: s
         next_poll_at=None,
         updated_at=now,
     )
+    if client is not None and batch.name:
+        # Its results are stored: Google keeps a finished batch (and its prompts) until it is deleted.
+        try:
+            client.delete(batch.name)
+        except ProviderError as exc:
+            logger.warning("batch %s: could not delete %s at Google (%s)", batch.pk, batch.name, exc)
 
 
 def _close_jobs(batch: Batch, state: str, error: str) -> None:

@@ -142,6 +142,9 @@ class TestRun:
 
         batch = run_to_end(sim, batch)
         assert batch.state == BatchState.SUCCEEDED and batch.succeeded_count == 6 and batch.ended_at
+        # Its results stored, the batch (and the prompts it holds) is deleted at Google.
+        assert [c.path for c in sim.calls_for("gemini", "batch_delete")] == [f"/gemini/v1beta/{batch.name}"]
+        assert sim.gemini_batches == {}
         for job in jobs:
             job.refresh_from_db()
             assert job.status == JobStatus.SUCCEEDED
@@ -266,7 +269,7 @@ class TestLostCreate:
         batch = run_to_end(sim, batch)
         assert batch.state == BatchState.SUCCEEDED
         assert WorkspaceAsset.objects.filter(job=job).count() == 2
-        assert len(sim.gemini_batches) == 1
+        assert len(sim.calls_for("gemini", "batch_create")) == 1 and sim.gemini_batches == {}  # read, then deleted
 
     def test_a_create_google_never_confirmed_is_looked_for_then_failed_and_never_sent_again(
         self, sim, alice, gemini, settings
