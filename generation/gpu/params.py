@@ -15,16 +15,9 @@ from dataclasses import dataclass, field
 
 from generation import modes
 from generation.models import JobMode
+from generation.prompts import QUALITY_HIGH, QUALITY_PRESETS, generation_settings
 from generation.providers.base import GenerationRequest, ProviderError
 from generation.providers.comfyui import requested_size
-
-HIGH = "high"
-FAST = "fast"
-QUALITIES = (HIGH, FAST)
-
-# (steps, guidance) by quality; COPY has its own, whatever the quality.
-QUALITY_PRESETS: dict[str, tuple[int, float]] = {HIGH: (25, 7.5), FAST: (15, 7.0)}
-COPY_PRESET: tuple[int, float] = (15, 1.0)
 
 # The default size when neither the request nor the registry row names one (SDXL's native size).
 DEFAULT_SIZE = 1024
@@ -64,12 +57,11 @@ class PlannedRequest:
 
 
 def preset(mode: str, quality: str) -> tuple[int, float]:
-    """(steps, guidance) for a job mode and quality preset."""
-    if mode == JobMode.I2I_COPY:
-        return COPY_PRESET
-    if quality not in QUALITY_PRESETS:
-        raise ProviderError(f"Unknown quality {quality!r}: use {' or '.join(QUALITIES)}.", permanent=True)
-    return QUALITY_PRESETS[quality]
+    """(steps, guidance) for a job mode and quality preset: the studio's own (generation.prompts)."""
+    if mode != JobMode.I2I_COPY and quality not in QUALITY_PRESETS:
+        raise ProviderError(f"Unknown quality {quality!r}: use {' or '.join(QUALITY_PRESETS)}.", permanent=True)
+    settings = generation_settings(mode=mode, quality=quality)
+    return int(settings["num_inference_steps"]), float(settings["guidance_scale"])
 
 
 def denoise_strength(mode: str, denoise: float | None) -> float:
@@ -107,7 +99,7 @@ def plan_request(request: GenerationRequest, *, mode: str, model_key: str, size_
     """The call settings and per-image inputs of one provider request. Raises a permanent
     ProviderError, with what to change, for settings the pipeline cannot run."""
     params = request.params or {}
-    quality = str(params.get("quality") or HIGH)
+    quality = str(params.get("quality") or QUALITY_HIGH)
     steps, guidance = preset(mode, quality)
     uses_reference = modes.rules_for(mode).uses_references
     strength = denoise_strength(mode, request.denoise) if uses_reference else None
