@@ -24,6 +24,7 @@ from generation.prompts import (
 from generation.providers import get_provider, has_batch_lane
 from generation.services.batches import batch_add_job
 from generation.services.credits import OutOfCredits, credit_account, credits_charge
+from generation.sheet import SHEET_MAX_IMAGES
 from models_registry.models import ApiModel
 from studio.models import Character, WorkspaceAsset
 from studio.throttle import rate_limit
@@ -109,8 +110,9 @@ def job_create(
         )
     if batch and not has_batch_lane(model):
         raise JobRequestError(f"{model.display_name} has no batch mode.", code="batch_unsupported", field="model")
-    if not 1 <= images <= MAX_JOB_IMAGES:
-        raise JobRequestError(f"A job makes 1 to {MAX_JOB_IMAGES} images.", code="bad_count", field="images")
+    most = SHEET_MAX_IMAGES if kind == JobKind.CHARACTER_SHEET else MAX_JOB_IMAGES
+    if not 1 <= images <= most:
+        raise JobRequestError(f"A job makes 1 to {most} images.", code="bad_count", field="images")
     if character is not None and character.owner_id != user.pk:
         raise JobRequestError("That character does not exist.", code="character_not_found", field="character")
 
