@@ -40,6 +40,7 @@ from generation.models import (
 )
 from generation.providers import get_trainer
 from generation.providers.base import LoraWeight, ProviderError, ProviderResult, ResultStatus, TrainingRequest
+from generation.providers.fal_training import FalStorage
 from generation.providers.training import TrainerSpec
 from generation.services.credits import credit_account
 from generation.services.runs import Next
@@ -223,9 +224,7 @@ def dataset_url_for(training: LoraTraining, data: bytes) -> str:
     own storage's name does. TrainingError with the way out when there is none."""
     name = f"datasets/{training.owner_id}/{training.pk}/dataset.zip"
     if training.provider == "fal":
-        from generation.providers.fal_training import FalStorage
-
-        storage_client = FalStorage(training.model)
+        storage_client = FalStorage()
         if storage_client.is_configured():
             return storage_client.upload(data, file_name=f"{training.pk}.zip", size=len(data))
     stored = training.lora_file.storage  # the default storage, where media live
