@@ -20,11 +20,11 @@ from django_htmx.http import HTMX_STOP_POLLING
 from generation.lib.dataset import DatasetError, dataset_zip_stream
 from generation.models import LoraTraining
 from generation.providers.training import TrainerSpec
+from generation.selectors import ready_lora
 from generation.services.character_jobs import character_sheet_create
 from generation.services.jobs import JobRequestError
 from generation.services.trainings import (
     TrainingError,
-    ready_lora,
     trainers,
     training_cancel,
     training_create,

@@ -39,7 +39,7 @@ from generation.models import (
     TrainingStatus,
 )
 from generation.providers import get_trainer
-from generation.providers.base import LoraWeight, ProviderError, ProviderResult, ResultStatus, TrainingRequest
+from generation.providers.base import ProviderError, ProviderResult, ResultStatus, TrainingRequest
 from generation.providers.fal_training import FalStorage
 from generation.providers.training import TrainerSpec
 from generation.services.credits import credit_account
@@ -86,7 +86,8 @@ class TrainingQuote:
 
 def trainers() -> list[ApiModel]:
     """The active trainer rows whose provider is set up, best first (priority)."""
-    rows = ApiModel.objects.active().filter(tasks__contains=[Task.LORA_TRAINING]).order_by("-priority", "key")
+    # Filtered in Python: JSON containment is not a lookup SQLite (make run) has.
+    rows = [m for m in ApiModel.objects.active().order_by("-priority", "key") if m.is_trainer]
     usable = []
     for model in rows:
         try:
@@ -443,24 +444,3 @@ def trainings_sweep(now=None) -> TrainingSweep:
             plan.poll.append(str(training.pk))
     LoraTraining.objects.filter(pk__in=plan.submit + plan.poll).update(due_at=now)
     return plan
-
-
-def ready_lora(character: Character) -> LoraTraining | None:
-    """The character's newest ready LoRA, or None."""
-    return (
-        LoraTraining.objects.filter(character=character, status=TrainingStatus.SUCCEEDED)
-        .exclude(lora_file="")
-        .order_by("-finished_at")
-        .first()
-    )
-
-
-def lora_weight(training: LoraTraining, *, scale: float = 1.0) -> LoraWeight:
-    """The LoRA as a generation applies it: a URL a hosted model can fetch (a presigned copy of ours
-    on S3, else the trainer's own file URL), the scale, and the trigger word for the prompt."""
-    storage = training.lora_file.storage
-    if getattr(storage, "querystring_auth", False):
-        path = storage.url(training.lora_file.name, expire=3600)
-    else:
-        path = str((training.config or {}).get("lora_url") or "") or training.lora_file.name
-    return LoraWeight(path=path, scale=scale, trigger_word=training.trigger_word)

@@ -12,6 +12,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from generation import selectors
 from generation.models import CreditAccount, CreditLedger, LoraTraining, TrainingStatus
 from generation.services import trainings
 from generation.services.credits import credit_account
@@ -99,7 +100,7 @@ def test_a_fal_training_runs_end_to_end_and_its_lora_is_copied_into_our_storage(
     assert training.lora_file.name.startswith(f"loras/{alice.pk}/{training.pk}/")
     assert training.config["lora_url"].startswith(sim.base_url)
     assert len(sim.calls_for("fal", "submit")) == 1
-    assert trainings.ready_lora(aria) == training
+    assert selectors.ready_lora(aria) == training
 
 
 def test_a_failed_training_is_refunded_once(sim, alice, aria, enqueued):
@@ -186,7 +187,7 @@ def test_the_offline_trainer_trains_with_progress_and_yields_a_small_lora(alice,
     training = poll_until_done(training, first)
     assert training.status == TrainingStatus.SUCCEEDED
     assert 0 < training.lora_file.size < 10_000
-    weight = trainings.lora_weight(training, scale=0.8)
+    weight = selectors.lora_weight(training, scale=0.8)
     assert weight.trigger_word == "aria_k7" and weight.scale == 0.8 and weight.path
 
 
