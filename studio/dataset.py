@@ -87,7 +87,7 @@ def dataset_sync(character: Character) -> None:
         )
         .exclude(id__in=known)
         .select_related("job")
-        .order_by("created_at", "batch_index")
+        .order_by("job__created_at", "batch_index")
     )
     trigger, subject = trigger_word_of(character), subject_word(character)
     new = []
