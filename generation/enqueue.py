@@ -116,11 +116,16 @@ def batches_sweep(plan: BatchSweep) -> None:
 TRAINING_SUBMIT = "generation.tasks.training_submit_task"
 TRAINING_POLL = "generation.tasks.training_poll_task"
 TRAINING_CANCEL = "generation.tasks.training_cancel_task"
+TRAINING_WEBHOOK = "generation.tasks.training_webhook_task"
 _TRAINING_FOLLOW_UPS = {"submit": TRAINING_SUBMIT, "poll": TRAINING_POLL}
 
 
 def training_submit(training_id: uuid.UUID | str) -> None:
     after_commit(TRAINING_SUBMIT, training_id)
+
+
+def training_webhook_poll(training_id: uuid.UUID | str) -> None:
+    after_commit(TRAINING_WEBHOOK, training_id)
 
 
 def training_cancel(training_id: uuid.UUID | str) -> None:

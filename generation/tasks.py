@@ -67,6 +67,13 @@ def training_poll_task(training_id: str) -> None:
 
 
 @shared_task(**_TASK)
+def training_webhook_task(training_id: str) -> None:
+    # The webhook said it ended: look now. The poll chain is still scheduled, so a PENDING answer
+    # schedules nothing here (that would start a second chain).
+    trainings.training_poll(training_id, now_anyway=True)
+
+
+@shared_task(**_TASK)
 def training_cancel_task(training_id: str) -> None:
     trainings.training_provider_cancel(training_id)
 

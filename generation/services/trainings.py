@@ -44,6 +44,7 @@ from generation.providers.fal_training import FalStorage
 from generation.providers.training import TrainerSpec
 from generation.services.credits import credit_account
 from generation.services.runs import Next
+from generation.services.webhooks import training_webhook_url_for
 from models_registry.models import ApiModel, Task
 from studio.dataset import dataset_images, trigger_word_of
 from studio.models import Character
@@ -57,8 +58,6 @@ TRAINING_POLL_SECONDS = 15.0
 TRAINING_DEADLINE_SECONDS = 3 * 3600
 # A submit is retried this many times when the trainer surely did not receive it (a refusal to connect, a 5xx).
 MAX_SUBMIT_ATTEMPTS = 3
-# A submit sent this long ago whose answer never came (no external_id) has lost it.
-LOST_SUBMIT_SECONDS = 120
 # A trained LoRA file can be large (fal FLUX.1 rank 16: ~90 MB).
 LORA_MAX_BYTES = 1024 * 1024 * 1024
 LOST_SUBMIT_ERROR = (
@@ -213,6 +212,7 @@ def _request(training: LoraTraining) -> TrainingRequest:
         trigger_word=training.trigger_word,
         steps=training.steps,
         request_id=str(training.pk),
+        webhook_url=training_webhook_url_for(training),
     )
 
 
@@ -283,8 +283,9 @@ def training_submit(training_id: uuid.UUID | str) -> Next:
 
 def _submit_error(training: LoraTraining, exc: ProviderError, *, sent: bool) -> Next:
     if sent and exc.may_have_been_received:
-        # The trainer may run (and bill) it: leave it SUBMITTING with no id; the sweeper fails it
-        # with a refund after LOST_SUBMIT_SECONDS rather than send it twice.
+        # The trainer may run (and bill) it: leave it SUBMITTING with no id. Its webhook adopts it
+        # (webhooks.training_webhook_receive); else the sweeper fails it with a refund after
+        # LOST_SUBMIT_WEBHOOK_WAIT_SECONDS rather than send it twice.
         logger.warning("training %s: submit answer lost: %s", training.pk, exc)
         return DONE
     training.refresh_from_db()
@@ -297,12 +298,15 @@ def _submit_error(training: LoraTraining, exc: ProviderError, *, sent: bool) -> 
     return _schedule(training.pk, "submit", exc.retry_after or 5.0 * max(1, training.attempts)) if reopened else DONE
 
 
-def training_poll(training_id: uuid.UUID | str) -> Next:
+def training_poll(training_id: uuid.UUID | str, *, now_anyway: bool = False) -> Next:
+    """Ask the trainer how the training is doing and act on it. `now_anyway` (a webhook said it
+    ended) looks even before the next poll is due."""
     training = LoraTraining.objects.select_related("model").filter(pk=training_id).first()
     if training is None or training.status not in ACTIVE_TRAINING_STATUSES or not training.external_id:
         return DONE
-    if training.due_at is not None and training.due_at > timezone.now() + timedelta(seconds=1):
-        left = (training.due_at - timezone.now()).total_seconds()
+    due = training.due_at
+    if not now_anyway and due is not None and due > timezone.now() + timedelta(seconds=1):
+        left = (due - timezone.now()).total_seconds()
         return Next("poll", round(min(left, settings.PIPELINE_MAX_COUNTDOWN), 3))
     LoraTraining.objects.filter(pk=training.pk).update(polls=F("polls") + 1)
     try:
@@ -432,7 +436,10 @@ def trainings_sweep(now=None) -> TrainingSweep:
         if _fail(training.pk, f"The trainer did not finish within {TRAINING_DEADLINE_SECONDS // 3600} hours."):
             plan.failed.append(str(training.pk))
     lost = active.filter(
-        status=TrainingStatus.SUBMITTING, external_id="", sent_at__lt=now - timedelta(seconds=LOST_SUBMIT_SECONDS)
+        status=TrainingStatus.SUBMITTING,
+        external_id="",
+        # As long as a lost image submit waits for its webhook (which names the trainer's id) to come.
+        sent_at__lt=now - timedelta(seconds=settings.LOST_SUBMIT_WEBHOOK_WAIT_SECONDS),
     )
     for training in lost:
         if _fail(training.pk, LOST_SUBMIT_ERROR):

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from generation import selectors
@@ -151,13 +152,48 @@ def test_a_lost_submit_answer_is_never_sent_again_and_is_refunded(sim, alice, ar
     assert str(training.pk) not in plan.submit + plan.failed
     assert len(sim.calls_for("fal", "submit")) == 1
 
-    later = timezone.now() + timedelta(seconds=trainings.LOST_SUBMIT_SECONDS + 1)
+    later = timezone.now() + timedelta(seconds=settings.LOST_SUBMIT_WEBHOOK_WAIT_SECONDS + 1)
     plan = trainings.trainings_sweep(now=later)
     training.refresh_from_db()
     assert plan.failed == [str(training.pk)]
     assert training.status == TrainingStatus.FAILED and "not sent again" in training.error
     assert CreditAccount.objects.get(user=alice).balance == balance
     assert len(sim.calls_for("fal", "submit")) == 1
+
+
+def test_a_lost_submit_is_adopted_from_its_webhook_and_finishes_without_a_second_submit(
+    sim, alice, aria, enqueued, settings, client, django_capture_on_commit_callbacks
+):
+    # A port nobody listens on: the simulator's delivery fails there but is recorded, and is posted
+    # to the studio's webhook view here as fal would.
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:9"
+    sim.fal_training_latency = 0.3
+    settings.PROVIDER_READ_TIMEOUT = 0.5
+    sim.timeout_next(1, seconds=1.0, provider="fal", op="submit")
+    training = trainings.training_create(user=alice, character=aria, model=seeded(FAST))
+    assert trainings.training_submit(training.pk).action == "done"
+
+    (delivery,) = sim.wait_until(lambda: sim.deliveries_for("fal"), timeout=5)
+    path = reverse("generation:training-webhook", args=["fal", training.pk])
+    assert delivery.url.endswith(path)
+    headers = {
+        f"HTTP_{k.upper().replace('-', '_')}": v for k, v in delivery.headers.items() if k.lower().startswith("x-fal")
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(path, delivery.body, content_type="application/json", **headers)
+    assert answer.json() == {"status": "accepted"}
+    assert enqueued.call_args.args == ("generation.tasks.training_webhook_task", str(training.pk))
+    replay = client.post(path, delivery.body, content_type="application/json", **headers)
+    assert replay.json() == {"status": "replayed"}
+
+    trainings.training_poll(training.pk, now_anyway=True)
+    training = poll_until_done(training, trainings.training_poll(training.pk, now_anyway=True))
+    assert training.status == TrainingStatus.SUCCEEDED and training.is_ready
+    assert len(sim.calls_for("fal", "submit")) == 1
+    forged = client.post(
+        reverse("generation:training-webhook", args=["fal", training.pk]), b"{}", content_type="application/json"
+    )
+    assert forged.status_code in (400, 401)
 
 
 def test_the_sweeper_redrives_an_overdue_poll(sim, alice, aria, enqueued):
