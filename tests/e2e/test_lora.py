@@ -18,15 +18,11 @@ from generation.models import GenerationJob, JobKind, JobMode, LoraTraining, Tra
 from studio.dataset import default_trigger_word
 from studio.models import Character, DatasetItem
 from tests.e2e.conftest import htmx_idle, login, worker_on_own_queue
+from tests.e2e.test_characters import DEVICES
 from tests.factories import png_bytes
 from tests.studio.helpers import make_character
 
 pytestmark = pytest.mark.e2e
-
-DEVICES = {
-    "desktop": {"viewport": {"width": 1360, "height": 900}},
-    "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
-}
 
 
 @pytest.fixture(scope="module")

@@ -17,23 +17,14 @@ from generation import selectors
 from generation.models import CreditAccount, CreditLedger, LoraTraining, TrainingStatus
 from generation.services import trainings
 from generation.services.credits import credit_account
-from models_registry.models import ApiModel
-from models_registry.seed import MODELS
 from studio.dataset import character_set_trigger_word, dataset_sync
-from tests.factories import offline_model
+from tests.factories import offline_model, seeded_model
 from tests.studio.helpers import make_character
 from tests.studio.test_dataset import make_sheet
 
 pytestmark = pytest.mark.django_db
 
 FAST = "fal-ai/flux-lora-fast-training"
-
-
-def seeded(key: str, **overrides) -> ApiModel:
-    row = {**next(m for m in MODELS if m["key"] == key), **overrides}
-    fields = {k: v for k, v in row.items() if k in {f.name for f in ApiModel._meta.fields} and k != "key"}
-    model, _ = ApiModel.objects.update_or_create(key=key, defaults=fields)
-    return model
 
 
 @pytest.fixture
@@ -69,7 +60,7 @@ def poll_until_done(training: LoraTraining, step, *, polls: int = 400) -> LoraTr
 
 def test_a_fal_training_runs_end_to_end_and_its_lora_is_copied_into_our_storage(sim, alice, aria, enqueued):
     sim.fal_training_latency = 0.6
-    model = seeded(FAST)
+    model = seeded_model(FAST)
     balance = credit_account(alice).balance
     training = trainings.training_create(user=alice, character=aria, model=model)
     assert training.cost == Decimal("2.0000") and training.credits_charged == 2
@@ -107,7 +98,7 @@ def test_a_fal_training_runs_end_to_end_and_its_lora_is_copied_into_our_storage(
 def test_a_failed_training_is_refunded_once(sim, alice, aria, enqueued):
     sim.configure(fail_jobs=1, fal_job_error_status=503)
     balance = credit_account(alice).balance
-    training = run_until_done(trainings.training_create(user=alice, character=aria, model=seeded(FAST)))
+    training = run_until_done(trainings.training_create(user=alice, character=aria, model=seeded_model(FAST)))
 
     assert training.status == TrainingStatus.FAILED and training.error
     assert CreditAccount.objects.get(user=alice).balance == balance
@@ -118,7 +109,7 @@ def test_a_failed_training_is_refunded_once(sim, alice, aria, enqueued):
 def test_cancel_refunds_and_tells_the_trainer(sim, alice, aria, enqueued, django_capture_on_commit_callbacks):
     sim.fal_training_latency = 30
     balance = credit_account(alice).balance
-    training = trainings.training_create(user=alice, character=aria, model=seeded(FAST))
+    training = trainings.training_create(user=alice, character=aria, model=seeded_model(FAST))
     trainings.training_submit(training.pk)
     training.refresh_from_db()
 
@@ -141,7 +132,7 @@ def test_a_lost_submit_answer_is_never_sent_again_and_is_refunded(sim, alice, ar
     settings.PROVIDER_READ_TIMEOUT = 0.5
     sim.timeout_next(1, seconds=1.0, provider="fal", op="submit")
     balance = credit_account(alice).balance
-    training = trainings.training_create(user=alice, character=aria, model=seeded(FAST))
+    training = trainings.training_create(user=alice, character=aria, model=seeded_model(FAST))
 
     assert trainings.training_submit(training.pk).action == "done"
     training.refresh_from_db()
@@ -170,7 +161,7 @@ def test_a_lost_submit_is_adopted_from_its_webhook_and_finishes_without_a_second
     sim.fal_training_latency = 0.3
     settings.PROVIDER_READ_TIMEOUT = 0.5
     sim.timeout_next(1, seconds=1.0, provider="fal", op="submit")
-    training = trainings.training_create(user=alice, character=aria, model=seeded(FAST))
+    training = trainings.training_create(user=alice, character=aria, model=seeded_model(FAST))
     assert trainings.training_submit(training.pk).action == "done"
 
     (delivery,) = sim.wait_until(lambda: sim.deliveries_for("fal"), timeout=5)
@@ -198,14 +189,14 @@ def test_a_lost_submit_is_adopted_from_its_webhook_and_finishes_without_a_second
 
 def test_the_sweeper_redrives_an_overdue_poll(sim, alice, aria, enqueued):
     sim.fal_training_latency = 30
-    training = trainings.training_create(user=alice, character=aria, model=seeded(FAST))
+    training = trainings.training_create(user=alice, character=aria, model=seeded_model(FAST))
     trainings.training_submit(training.pk)
     LoraTraining.objects.filter(pk=training.pk).update(due_at=timezone.now() - timedelta(minutes=5))
     assert trainings.trainings_sweep().poll == [str(training.pk)]
 
 
 def test_without_fal_storage_or_s3_the_user_is_told_how_the_dataset_can_reach_the_trainer(sim, alice, aria, enqueued):
-    model = seeded("ostris/flux-dev-lora-trainer", is_active=True)
+    model = seeded_model("ostris/flux-dev-lora-trainer", is_active=True)
     balance = credit_account(alice).balance
     training = run_until_done(trainings.training_create(user=alice, character=aria, model=model))
     assert training.status == TrainingStatus.FAILED
@@ -216,7 +207,7 @@ def test_without_fal_storage_or_s3_the_user_is_told_how_the_dataset_can_reach_th
 
 @override_settings(OFFLINE_LATENCY_SECONDS=0.05)
 def test_the_offline_trainer_trains_with_progress_and_yields_a_small_lora(alice, aria, enqueued):
-    model = seeded("offline/lora-trainer")
+    model = seeded_model("offline/lora-trainer")
     first = trainings.training_submit(trainings.training_create(user=alice, character=aria, model=model).pk)
     training = LoraTraining.objects.get()
     assert first.action == "poll" and training.status == TrainingStatus.RUNNING
@@ -228,7 +219,7 @@ def test_the_offline_trainer_trains_with_progress_and_yields_a_small_lora(alice,
 
 
 def test_training_refuses_a_running_one_no_images_and_too_few_credits(alice, aria, enqueued):
-    model = seeded("offline/lora-trainer")
+    model = seeded_model("offline/lora-trainer")
     trainings.training_create(user=alice, character=aria, model=model)
     with pytest.raises(trainings.TrainingError, match="already training"):
         trainings.training_create(user=alice, character=aria, model=model)

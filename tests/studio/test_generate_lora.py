@@ -4,28 +4,18 @@ the LoRA and its trigger word to the provider (`loras`), needs no reference, and
 from __future__ import annotations
 
 import pytest
-from django.core.files.base import ContentFile
 from django.urls import reverse
 
-from generation.models import GenerationJob, JobMode, LoraTraining, TrainingStatus
+from generation.models import GenerationJob, JobMode, LoraTraining
 from generation.providers.fal import Fal
 from generation.services import runs
 from generation.services.jobs import JobRequestError, job_create
-from models_registry.models import ApiModel
-from models_registry.seed import MODELS
-from tests.factories import offline_model
-from tests.studio.helpers import htmx, make_asset, make_character
+from tests.factories import offline_model, seeded_model
+from tests.studio.helpers import htmx, make_asset, make_character, make_ready_training
 
 pytestmark = pytest.mark.django_db
 
 GENERATE = reverse("studio:generate")
-
-
-def seeded(key: str) -> ApiModel:
-    row = next(m for m in MODELS if m["key"] == key)
-    fields = {k: v for k, v in row.items() if k in {f.name for f in ApiModel._meta.fields} and k != "key"}
-    model, _ = ApiModel.objects.update_or_create(key=key, defaults=fields)
-    return model
 
 
 @pytest.fixture
@@ -33,20 +23,9 @@ def aria(alice):
     return make_character(alice, "Aria", locked_reference=make_asset(alice))
 
 
-def ready_training(owner, character, **fields) -> LoraTraining:
-    trainer = offline_model("offline/lora-trainer", tasks=["lora_training"])
-    training = LoraTraining.objects.create(
-        owner=owner,
-        character=character,
-        model=trainer,
-        provider="offline",
-        trigger_word="aria_k7",
-        status=TrainingStatus.SUCCEEDED,
-        config={"lora_url": "https://v3.fal.media/files/koala/q8Xw2_pytorch_lora_weights.safetensors"},
-        **fields,
-    )
-    training.lora_file.save("pytorch_lora_weights.safetensors", ContentFile(b"weights"))
-    return training
+def ready_training(owner, character) -> LoraTraining:
+    lora_url = "https://v3.fal.media/files/koala/q8Xw2_pytorch_lora_weights.safetensors"
+    return make_ready_training(owner, character, config={"lora_url": lora_url})
 
 
 def select(client, character):
@@ -54,7 +33,7 @@ def select(client, character):
 
 
 def test_the_bar_offers_the_lora_once_ready_and_marks_the_lora_models(alice_client, alice, aria):
-    seeded("offline/portrait-engine")
+    seeded_model("offline/portrait-engine")
     select(alice_client, aria)
     assert "With Aria's LoRA" not in alice_client.get(reverse("studio:home")).content.decode()
 
@@ -65,7 +44,7 @@ def test_the_bar_offers_the_lora_once_ready_and_marks_the_lora_models(alice_clie
 
 
 def test_generating_with_the_lora_is_text_to_image_with_the_lora_and_trigger(alice_client, alice, aria, enqueued):
-    engine = seeded("offline/portrait-engine")
+    engine = seeded_model("offline/portrait-engine")
     training = ready_training(alice, aria)
     select(alice_client, aria)
 
@@ -98,7 +77,7 @@ def test_generating_with_the_lora_is_text_to_image_with_the_lora_and_trigger(ali
 
 
 def test_the_fal_payload_carries_loras_and_the_trigger_word(alice, aria, enqueued):
-    flux_lora = seeded("fal-ai/flux-lora")
+    flux_lora = seeded_model("fal-ai/flux-lora")
     training = ready_training(alice, aria)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Fal, "is_configured", lambda self: True)
@@ -119,7 +98,7 @@ def test_a_model_without_loras_or_another_users_lora_is_refused(alice, bob, aria
     plain = offline_model()  # no `loras` in its schema
     with pytest.raises(JobRequestError, match="cannot apply a LoRA"):
         job_create(user=alice, model=plain, prompt="x", lora=training)
-    engine = seeded("offline/portrait-engine")
+    engine = seeded_model("offline/portrait-engine")
     with pytest.raises(JobRequestError, match="not ready"):
         job_create(user=bob, model=engine, prompt="x", lora=training)
     with pytest.raises(JobRequestError, match="between 0 and 2"):

@@ -7,15 +7,13 @@ import io
 import zipfile
 
 import pytest
-from django.core.files.base import ContentFile
 from django.urls import reverse
 
 from generation.models import CreditAccount, GenerationJob, JobKind, LoraTraining, TrainingStatus
 from generation.services.credits import credit_account
-from models_registry.seed import MODELS
 from studio.models import Character, DatasetItem
-from tests.factories import offline_model
-from tests.studio.helpers import htmx, make_asset, make_character
+from tests.factories import seeded_model
+from tests.studio.helpers import htmx, make_asset, make_character, make_ready_training
 from tests.studio.test_dataset import make_sheet
 
 pytestmark = pytest.mark.django_db
@@ -23,15 +21,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def trainer(db):
-    row = next(m for m in MODELS if m["key"] == "offline/lora-trainer")
-    return offline_model(
-        row["key"],
-        display_name=row["display_name"],
-        tasks=row["tasks"],
-        input_schema=row["input_schema"],
-        capabilities=row["capabilities"],
-        price_per_image=0,
-    )
+    return seeded_model("offline/lora-trainer")
 
 
 @pytest.fixture
@@ -138,15 +128,7 @@ def test_another_users_character_dataset_training_and_lora_file_answer_404(
 
     dataset_sync(aria)
     item = DatasetItem.objects.filter(character=aria).first()
-    training = LoraTraining.objects.create(
-        owner=alice,
-        character=aria,
-        model=trainer,
-        provider="offline",
-        trigger_word="aria_k7",
-        status=TrainingStatus.SUCCEEDED,
-    )
-    training.lora_file.save("pytorch_lora_weights.safetensors", ContentFile(b"weights"))
+    training = make_ready_training(alice, aria, trainer=trainer)
 
     for response in (
         bob_client.get(url("character-dataset", aria.pk)),
@@ -166,15 +148,7 @@ def test_another_users_character_dataset_training_and_lora_file_answer_404(
 
 
 def test_the_owner_downloads_the_lora_file(alice_client, alice, aria, trainer):
-    training = LoraTraining.objects.create(
-        owner=alice,
-        character=aria,
-        model=trainer,
-        provider="offline",
-        trigger_word="aria_k7",
-        status=TrainingStatus.SUCCEEDED,
-    )
-    training.lora_file.save("pytorch_lora_weights.safetensors", ContentFile(b"weights"))
+    training = make_ready_training(alice, aria, trainer=trainer)
     response = alice_client.get(url("character-lora-file", aria.pk, training.pk))
     assert response.status_code == 200 and b"".join(response.streaming_content) == b"weights"
     assert 'filename="aria_k7.safetensors"' in response["Content-Disposition"]
