@@ -213,6 +213,10 @@ def training_start(request: HtmxHttpRequest, character_id: uuid.UUID) -> HttpRes
         messages.error(request, "Confirm the price to start the training.")
         return redirect(_dataset_url(character))
     try:
+        # The price the user accepted must be the one charged: another trainer, or a price staff
+        # changed meanwhile, asks again.
+        if request.POST.get("credits") != str(training_quote(trainer).credits):
+            raise TrainingError("The price has changed: check it and confirm again.")
         training = training_create(user=request.user, character=character, model=trainer)
     except TrainingError as exc:
         messages.error(request, str(exc))

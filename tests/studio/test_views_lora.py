@@ -106,7 +106,12 @@ def test_training_needs_the_price_confirmed_and_charges_it(alice_client, alice, 
     unconfirmed = alice_client.post(url("character-training-start", aria.pk), {"trainer": trainer.pk}, follow=True)
     assert "Confirm the price" in unconfirmed.content.decode() and not LoraTraining.objects.exists()
 
-    alice_client.post(url("character-training-start", aria.pk), {"trainer": trainer.pk, "confirm": "1"})
+    stale = alice_client.post(
+        url("character-training-start", aria.pk), {"trainer": trainer.pk, "confirm": "1", "credits": "5"}, follow=True
+    )
+    assert "The price has changed" in stale.content.decode() and not LoraTraining.objects.exists()
+
+    alice_client.post(url("character-training-start", aria.pk), {"trainer": trainer.pk, "confirm": "1", "credits": "1"})
     training = LoraTraining.objects.get()
     assert training.status == TrainingStatus.QUEUED and training.images == 4 and training.credits_charged == 1
     assert CreditAccount.objects.get(user=alice).balance == before - 1
@@ -137,7 +142,9 @@ def test_another_users_character_dataset_training_and_lora_file_answer_404(
         bob_client.post(url("character-dataset-item", aria.pk, item.pk), {"included": "0"}),
         bob_client.post(url("character-dataset-add", aria.pk), {"asset": str(item.asset_id)}),
         bob_client.get(url("character-dataset-zip", aria.pk)),
-        bob_client.post(url("character-training-start", aria.pk), {"trainer": trainer.pk, "confirm": "1"}),
+        bob_client.post(
+            url("character-training-start", aria.pk), {"trainer": trainer.pk, "confirm": "1", "credits": "1"}
+        ),
         bob_client.get(url("character-training", aria.pk, training.pk)),
         bob_client.post(url("character-training-cancel", aria.pk, training.pk)),
         bob_client.get(url("character-lora-file", aria.pk, training.pk)),
