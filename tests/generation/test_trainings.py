@@ -231,3 +231,34 @@ def test_training_refuses_a_running_one_no_images_and_too_few_credits(alice, ari
     with pytest.raises(trainings.TrainingError, match="takes 1 credits; you have 0"):
         trainings.training_create(user=alice, character=aria, model=model)
     assert LoraTraining.objects.count() == 1
+
+
+@override_settings(OFFLINE_LATENCY_SECONDS=0.05)
+def test_the_tasks_chain_submit_and_polls_by_id_with_countdowns_below_the_visibility_timeout(
+    alice, aria, enqueued, django_capture_on_commit_callbacks, settings
+):
+    from generation.tasks import training_poll_task, training_submit_task
+
+    training = trainings.training_create(user=alice, character=aria, model=seeded_model("offline/lora-trainer"))
+    with django_capture_on_commit_callbacks(execute=True):
+        training_submit_task(str(training.pk))
+    task, training_id = enqueued.call_args.args
+    assert (task, training_id) == ("generation.tasks.training_poll_task", str(training.pk))
+    assert 0 < enqueued.call_args.kwargs["countdown"] <= settings.PIPELINE_MAX_COUNTDOWN
+    time.sleep(0.6)
+    LoraTraining.objects.filter(pk=training.pk).update(due_at=None)
+    enqueued.reset_mock()
+    with django_capture_on_commit_callbacks(execute=True):
+        training_poll_task(str(training.pk))
+    assert LoraTraining.objects.get().status == TrainingStatus.SUCCEEDED
+    assert not enqueued.called  # done: nothing more to schedule
+
+
+def test_a_training_past_its_deadline_fails_with_a_refund(alice, aria, enqueued):
+    balance = credit_account(alice).balance
+    training = trainings.training_create(user=alice, character=aria, model=seeded_model("offline/lora-trainer"))
+    later = timezone.now() + timedelta(seconds=trainings.TRAINING_DEADLINE_SECONDS + 1)
+    assert trainings.trainings_sweep(now=later).failed == [str(training.pk)]
+    training.refresh_from_db()
+    assert training.status == TrainingStatus.FAILED and "did not finish within 3 hours" in training.error
+    assert CreditAccount.objects.get(user=alice).balance == balance
