@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tarfile
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -361,8 +362,11 @@ def _store_lora(training_id: uuid.UUID, result: ProviderResult) -> None:
             with tempfile.TemporaryFile() as fh:
                 http_lib.fetch(lora.url, max_bytes=LORA_MAX_BYTES, trusted=trusted, into=fh, total_timeout=600.0)
                 fh.seek(0)
-                training.lora_file.save(name, File(fh), save=False)
-    except (http_lib.DownloadError, http_lib.UnsafeURLError) as exc:
+                if lora.archive_member:
+                    training.lora_file.save(name, ContentFile(lora_from_archive(fh, lora.archive_member)), save=False)
+                else:
+                    training.lora_file.save(name, File(fh), save=False)
+    except (http_lib.DownloadError, http_lib.UnsafeURLError, TrainingError) as exc:
         _fail(training_id, f"The LoRA file could not be copied from the trainer: {exc}")
         return
     now = timezone.now()
@@ -385,6 +389,20 @@ def _store_lora(training_id: uuid.UUID, result: ProviderResult) -> None:
     )
     if not stored:  # canceled meanwhile: the copy is nobody's
         training.lora_file.delete(save=False)
+
+
+def lora_from_archive(fh, member: str) -> bytes:
+    """The weights inside a trainer's archive (Replicate's trained_model.tar holds
+    output/flux_train_replicate/lora.safetensors, docs/providers.md §7.5.4); TrainingError if absent."""
+    try:
+        with tarfile.open(fileobj=fh) as tar:
+            entry = tar.getmember(member)
+            extracted = tar.extractfile(entry) if entry.isfile() else None
+            if extracted is None:
+                raise KeyError(member)
+            return extracted.read()
+    except (tarfile.TarError, KeyError) as exc:
+        raise TrainingError(f"the trainer's archive holds no {member}.") from exc
 
 
 # --- cancel, sweep, use ---------------------------------------------------------------------------

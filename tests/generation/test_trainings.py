@@ -4,6 +4,8 @@ refund, cancel, a lost submit answer never sent again, no URL for the dataset, a
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -262,3 +264,17 @@ def test_a_training_past_its_deadline_fails_with_a_refund(alice, aria, enqueued)
     training.refresh_from_db()
     assert training.status == TrainingStatus.FAILED and "did not finish within 3 hours" in training.error
     assert CreditAccount.objects.get(user=alice).balance == balance
+
+
+def test_the_weights_are_taken_out_of_a_trainers_archive():
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("output/flux_train_replicate/lora.safetensors", b"weights"), ("config.yaml", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    assert trainings.lora_from_archive(buffer, "output/flux_train_replicate/lora.safetensors") == b"weights"
+    buffer.seek(0)
+    with pytest.raises(trainings.TrainingError, match="holds no missing.safetensors"):
+        trainings.lora_from_archive(buffer, "missing.safetensors")
