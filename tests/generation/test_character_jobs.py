@@ -6,9 +6,11 @@ from unittest import mock
 
 import pytest
 
-from generation.models import GenerationJob, ImageSlot, JobKind, JobMode
+from generation.models import GenerationJob, ImageSlot, JobKind, JobMode, JobStatus
 from generation.services import routing, runs
 from generation.services.character_jobs import character_sheet_create
+from generation.services.control import job_retry_failed
+from generation.services.finish import job_finish_if_done, slot_fail, slot_succeed
 from generation.services.jobs import JobRequestError
 from models_registry.models import FallbackChain, FallbackEntry, Task
 from tests.factories import offline_model
@@ -83,3 +85,26 @@ def test_the_sheet_runs_on_the_multi_reference_chain_and_falls_back_along_it(ali
     assert job.model == first
     assert routing.job_task(job) == Task.I2I_MULTI
     assert routing.next_model(job=job, failed_model=first) == second
+
+
+def test_retry_failed_reruns_only_the_failed_shots_with_their_own_prompts(alice, aria):
+    offline_model()
+    job = character_sheet_create(user=alice, character=aria, images=8)
+    runs.job_dispatch(job.pk)
+    slots = {s.index: s for s in job.slots.all()}
+    for index in range(8):
+        if index in (2, 5):
+            slot_fail(slots[index].pk, job.pk, "The provider refused this image.")
+        else:
+            slot_succeed(slots[index].pk, job.pk)
+    job_finish_if_done(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.PARTIAL
+
+    assert job_retry_failed(job=job) == 2
+    again = runs.job_dispatch(job.pk)
+
+    retried = [job.requests.get(pk=r) for r in again]
+    assert sorted(r.slot_indexes for r in retried) == [[2], [5]]
+    prompts = {r.slot_indexes[0]: runs.build_request(r, job).prompt for r in retried}
+    assert prompts == {i: job.params["shots"][i]["prompt"] for i in (2, 5)}
