@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench bench-batch-stream bench-browser bench-characters bench-gpu bench-lean faults clean venv venv-dev
+.PHONY: run test lint format bench bench-batch-stream bench-browser bench-characters bench-sheet bench-gpu bench-lean faults clean venv venv-dev
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -85,6 +85,12 @@ bench-characters: venv-dev
 	@tests/infra/services.sh start
 	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
 	  rc=0; $(PY) bench/character_jobs.py || rc=$$?; tests/infra/services.sh stop; exit $$rc
+
+# A character sheet of 12 against one x4 job at L = 2 s on the simulator (bench/character_sheet.py).
+bench-sheet: venv-dev
+	@tests/infra/services.sh start
+	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
+	  rc=0; $(PY) bench/character_sheet.py || rc=$$?; tests/infra/services.sh stop; exit $$rc
 
 # The fault suite (not part of `make test`): kills workers, Redis and database connections under
 # load and prints lost / duplicate / double-charge / double-submit / recovery figures per fault.

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from generation.models import Batch, CreditAccount, CreditLedger, GenerationJob, ImageSlot, ProviderRequest
+from generation.models import (
+    Batch,
+    CreditAccount,
+    CreditLedger,
+    GenerationJob,
+    ImageSlot,
+    LoraTraining,
+    ProviderRequest,
+)
 from generation.selectors import month_start, spend_by_user, spend_for
 from studio.admin import ReadOnlyAdmin
 
@@ -53,6 +61,14 @@ class BatchAdmin(ReadOnlyAdmin):
     list_filter = ["state"]
     search_fields = ["id", "name", "owner__username"]
     list_select_related = ["owner", "model"]
+
+
+@admin.register(LoraTraining)
+class LoraTrainingAdmin(ReadOnlyAdmin):
+    list_display = ["id", "owner", "character", "model", "status", "progress", "credits_charged", "created_at"]
+    list_filter = ["status", "provider"]
+    search_fields = ["id", "external_id", "owner__username", "trigger_word"]
+    list_select_related = ["owner", "character", "model"]
 
 
 @admin.register(ProviderRequest)

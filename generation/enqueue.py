@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from generation.services.batches import BatchSweep
     from generation.services.runs import Next
     from generation.services.sweeper import SweepPlan
+    from generation.services.trainings import TrainingSweep
 
 DISPATCH = "generation.tasks.job_dispatch_task"
 SUBMIT = "generation.tasks.request_submit_task"
@@ -110,3 +111,35 @@ def batches_sweep(plan: BatchSweep) -> None:
     for task, batch_ids in ((BATCH_SUBMIT, plan.submit), (BATCH_POLL, plan.poll), (BATCH_RECOVER, plan.recover)):
         for batch_id in batch_ids:
             after_commit(task, batch_id)
+
+
+TRAINING_SUBMIT = "generation.tasks.training_submit_task"
+TRAINING_POLL = "generation.tasks.training_poll_task"
+TRAINING_CANCEL = "generation.tasks.training_cancel_task"
+TRAINING_WEBHOOK = "generation.tasks.training_webhook_task"
+_TRAINING_FOLLOW_UPS = {"submit": TRAINING_SUBMIT, "poll": TRAINING_POLL}
+
+
+def training_submit(training_id: uuid.UUID | str) -> None:
+    after_commit(TRAINING_SUBMIT, training_id)
+
+
+def training_webhook_poll(training_id: uuid.UUID | str) -> None:
+    after_commit(TRAINING_WEBHOOK, training_id)
+
+
+def training_cancel(training_id: uuid.UUID | str) -> None:
+    after_commit(TRAINING_CANCEL, training_id)
+
+
+def training_follow(training_id: uuid.UUID | str, step: Next) -> None:
+    """A training's next step (services.trainings): submit again or poll after its countdown."""
+    task = _TRAINING_FOLLOW_UPS.get(step.action)
+    if task is not None:
+        after_commit(task, training_id, countdown=step.countdown)
+
+
+def trainings_sweep(plan: TrainingSweep) -> None:
+    for task, ids in ((TRAINING_SUBMIT, plan.submit), (TRAINING_POLL, plan.poll)):
+        for training_id in ids:
+            after_commit(task, training_id)

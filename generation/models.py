@@ -208,6 +208,9 @@ class CreditLedger(models.Model):
 
     account = models.ForeignKey(CreditAccount, on_delete=models.CASCADE, related_name="entries")
     job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger")
+    training = models.ForeignKey(
+        "generation.LoraTraining", null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger"
+    )
     kind = models.CharField(max_length=10, choices=LedgerKind.choices)
     amount = models.IntegerField(help_text="Signed: negative for a charge.")
     note = models.CharField(max_length=200, blank=True)
@@ -218,6 +221,12 @@ class CreditLedger(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["job", "kind"], name="ledger_unique_job_kind", condition=models.Q(job__isnull=False)
+            ),
+            # A training is charged and refunded at most once, like a job.
+            models.UniqueConstraint(
+                fields=["training", "kind"],
+                name="ledger_unique_training_kind",
+                condition=models.Q(training__isnull=False),
             ),
         ]
 
@@ -316,3 +325,76 @@ class Batch(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_BATCH_STATES
+
+
+class TrainingStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    # The submit is being sent (sent_at set): without an external_id afterwards its answer was lost,
+    # and it is never sent again (generation.services.trainings.trainings_sweep).
+    SUBMITTING = "submitting", "Sending"
+    RUNNING = "running", "Training"
+    SUCCEEDED = "succeeded", "Ready"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+ACTIVE_TRAINING_STATUSES = (TrainingStatus.QUEUED, TrainingStatus.SUBMITTING, TrainingStatus.RUNNING)
+
+
+def lora_upload_to(training: LoraTraining, filename: str) -> str:
+    return f"loras/{training.owner_id}/{training.id}/{filename}"
+
+
+class LoraTraining(models.Model):
+    """One LoRA training of a character's dataset on a trainer (a registry row with the lora_training
+    task), and its result: the LoRA file copied into our storage the moment the trainer finished."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="lora_trainings")
+    character = models.ForeignKey("studio.Character", on_delete=models.CASCADE, related_name="trainings")
+    model = models.ForeignKey("models_registry.ApiModel", on_delete=models.PROTECT, related_name="trainings")
+    provider = models.CharField(max_length=20)
+    trigger_word = models.CharField(max_length=32)
+    steps = models.PositiveIntegerField(null=True, blank=True)
+    images = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(max_length=20, choices=TrainingStatus.choices, default=TrainingStatus.QUEUED)
+    progress = models.FloatField(default=0.0)
+    cost = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
+    credits_charged = models.PositiveSmallIntegerField(default=0)
+    # Where the trainer fetched the dataset ZIP (fal storage's file_url, a presigned S3 URL).
+    dataset_url = models.CharField(max_length=2000, blank=True)
+    external_id = models.CharField(max_length=200, blank=True)
+    handles = models.JSONField(default=dict, blank=True)
+    # The trainer's own answer: the LoRA's and config's provider URLs, file name and size.
+    config = models.JSONField(default=dict, blank=True)
+    lora_file = models.FileField(upload_to=lora_upload_to, max_length=300, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    polls = models.PositiveIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # When the next step is due; the sweeper re-drives a step this far overdue (runs' ProviderRequest does the same).
+    due_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "due_at"], name="training_status_due")]
+
+    def __str__(self) -> str:
+        return f"training {self.id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_TRAINING_STATUSES
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == TrainingStatus.SUCCEEDED and bool(self.lora_file)
+
+    @property
+    def percent(self) -> int:
+        return round(100 * max(0.0, min(1.0, self.progress)))

@@ -14,7 +14,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generation import heartbeat
-from generation.models import ACTIVE_JOB_STATUSES, Batch, GenerationJob, ImageSlot, JobStatus, SlotStatus
+from generation.models import (
+    ACTIVE_JOB_STATUSES,
+    Batch,
+    GenerationJob,
+    ImageSlot,
+    JobStatus,
+    LoraTraining,
+    SlotStatus,
+    TrainingStatus,
+)
+from generation.providers.base import LoraWeight
 from generation.providers.kinds import PROVIDER_KINDS
 from models_registry.models import ApiModel
 from studio.models import WorkspaceAsset
@@ -208,3 +218,27 @@ def spend_by_user(*, since: datetime, limit: int = 20) -> list[dict[str, Any]]:
         .annotate(total=Sum("cost"), jobs=Count("id"))
         .order_by("-total")[:limit]
     )
+
+
+# --- LoRAs -------------------------------------------------------------------------------------
+
+
+def ready_lora(character) -> LoraTraining | None:
+    """The character's newest ready LoRA, or None."""
+    return (
+        LoraTraining.objects.filter(character=character, status=TrainingStatus.SUCCEEDED)
+        .exclude(lora_file="")
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+def lora_weight(training: LoraTraining, *, scale: float = 1.0) -> LoraWeight:
+    """The LoRA as a generation applies it: a URL a hosted model can fetch (a presigned copy of ours
+    on S3, else the trainer's own file URL), the scale, and the trigger word for the prompt."""
+    storage = training.lora_file.storage
+    if getattr(storage, "querystring_auth", False):
+        path = storage.url(training.lora_file.name, expire=3600)
+    else:
+        path = str((training.config or {}).get("lora_url") or "") or training.lora_file.name
+    return LoraWeight(path=path, scale=scale, trigger_word=training.trigger_word)

@@ -11,7 +11,7 @@ from celery import shared_task
 
 from generation import enqueue
 from generation.gpu import startup  # noqa: F401 - connects the GPU worker's start to worker_ready
-from generation.services import batches, runs, sweeper
+from generation.services import batches, runs, sweeper, trainings
 from generation.services.control import request_provider_cancel
 
 _TASK = {"ignore_result": True, "acks_late": True, "reject_on_worker_lost": True}
@@ -52,6 +52,30 @@ def request_cancel_task(request_id: str) -> None:
 @shared_task(**_TASK)
 def jobs_sweep_task() -> None:
     enqueue.sweep(sweeper.jobs_sweep())
+    # Trainings share the sweeper's beat: a lost message or a dead worker costs a sweep, not a training.
+    enqueue.trainings_sweep(trainings.trainings_sweep())
+
+
+@shared_task(**_TASK)
+def training_submit_task(training_id: str) -> None:
+    enqueue.training_follow(training_id, trainings.training_submit(training_id))
+
+
+@shared_task(**_TASK)
+def training_poll_task(training_id: str) -> None:
+    enqueue.training_follow(training_id, trainings.training_poll(training_id))
+
+
+@shared_task(**_TASK)
+def training_webhook_task(training_id: str) -> None:
+    # The webhook said it ended: look now. The poll chain is still scheduled, so a PENDING answer
+    # schedules nothing here (that would start a second chain).
+    trainings.training_poll(training_id, now_anyway=True)
+
+
+@shared_task(**_TASK)
+def training_cancel_task(training_id: str) -> None:
+    trainings.training_provider_cancel(training_id)
 
 
 @shared_task(**_TASK)

@@ -162,6 +162,11 @@ class ApiModel(models.Model):
         return task in (self.tasks or [])
 
     @property
+    def takes_loras(self) -> bool:
+        """Whether the model applies trained LoRAs: its schema has a `loras` list (fal-ai/flux-lora)."""
+        return isinstance(schema_properties(self.input_schema).get("loras"), dict)
+
+    @property
     def is_trainer(self) -> bool:
         """A LoRA trainer: run by its kind's trainer adapter, and never an image model."""
         return self.supports(Task.LORA_TRAINING)

@@ -35,6 +35,11 @@ class GenerateForm(forms.Form):
         choices=[(QUALITY_FAST, "Fast"), (QUALITY_HIGH, "High")],
         error_messages={"invalid_choice": "Choose Fast or High quality."},
     )
+    # The selected character's trained LoRA (shown only once one is ready) and its strength.
+    lora = forms.BooleanField(required=False)
+    lora_scale = forms.FloatField(
+        required=False, min_value=0.0, max_value=2.0, error_messages={"invalid": "The LoRA's strength is a number."}
+    )
     # A new key per rendered form: a double submit posts the same key and finds the first job.
     idempotency_key = forms.UUIDField(required=False)
 

@@ -30,6 +30,9 @@ class Character(models.Model):
         related_name="+",
         help_text="The portrait every image-to-image generation of this character starts from.",
     )
+    # The token a LoRA of this character is trained on and called up by (docs/providers.md §7.6);
+    # empty until the dataset page sets it (studio.dataset.default_trigger_word proposes one).
+    trigger_word = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -43,6 +46,14 @@ class Character(models.Model):
                 "owner",
                 name="character_unique_owner_name_ci",
                 violation_error_message="You already have a character with this name.",
+            ),
+            # Two characters answering to one trigger word would call up each other's LoRA.
+            models.UniqueConstraint(
+                Lower("trigger_word"),
+                "owner",
+                name="character_unique_owner_trigger_ci",
+                condition=~models.Q(trigger_word=""),
+                violation_error_message="Another of your characters already uses this trigger word.",
             ),
         ]
 
@@ -192,3 +203,21 @@ class ProfileShot(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class DatasetItem(models.Model):
+    """One image of a character's LoRA training dataset: a sheet image or one the user added from the
+    gallery, whether it goes into the training, and its caption (trigger word + what varies)."""
+
+    character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="dataset_items")
+    asset = models.ForeignKey(WorkspaceAsset, on_delete=models.CASCADE, related_name="dataset_items")
+    included = models.BooleanField(default=True)
+    caption = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["character", "asset"], name="dataset_item_unique_asset")]
+
+    def __str__(self) -> str:
+        return f"dataset image {self.asset_id} of {self.character_id}"

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import health, live, views, views_batches, views_characters, views_ops
+from studio import health, live, views, views_batches, views_characters, views_lora, views_ops
 from studio.metrics import metrics_view
 
 studio_job_patterns = [
@@ -47,6 +47,21 @@ studio_character_patterns = [
         views_characters.character_profile_set,
         name="character-profile-set",
     ),
+    *[
+        path(f"characters/<uuid:character_id>/{route}", view, name=name)
+        for route, view, name in (
+            ("sheet", views_lora.character_sheet, "character-sheet"),
+            ("dataset", views_lora.dataset_page, "character-dataset"),
+            ("dataset/trigger", views_lora.dataset_trigger, "character-dataset-trigger"),
+            ("dataset/items/<int:item_id>", views_lora.dataset_item, "character-dataset-item"),
+            ("dataset/add", views_lora.dataset_add, "character-dataset-add"),
+            ("dataset.zip", views_lora.dataset_download, "character-dataset-zip"),
+            ("trainings", views_lora.training_start, "character-training-start"),
+            ("trainings/<uuid:training_id>", views_lora.training_status, "character-training"),
+            ("trainings/<uuid:training_id>/cancel", views_lora.training_cancel_view, "character-training-cancel"),
+            ("trainings/<uuid:training_id>/lora.safetensors", views_lora.lora_file, "character-lora-file"),
+        )
+    ],
     path("characters/wizard", views_characters.wizard_page, name="character-wizard"),
     path("characters/wizard/step", views_characters.wizard_step, name="character-wizard-step"),
     path("characters/wizard/base", views_characters.wizard_base_images, name="character-wizard-base"),

@@ -30,7 +30,7 @@ from generation.models import GenerationJob, JobMode
 from generation.prompts import QUALITY_FAST
 from generation.providers import has_batch_lane
 from generation.providers.kinds import PROVIDER_KINDS
-from generation.selectors import generations_paused_for, job_for_user
+from generation.selectors import generations_paused_for, job_for_user, ready_lora
 from generation.services.control import job_cancel, job_retry_failed
 from generation.services.credits import credit_account
 from generation.services.jobs import JobRequestError, job_create
@@ -173,6 +173,9 @@ def _prompt_context(request: HtmxHttpRequest, state: StudioState) -> dict[str, A
         "portrait_id": state.portrait,
         "portrait_owner": character,
         "part_fields": prompt_part_fields(state),
+        "lora": ready_lora(character) if character else None,
+        "lora_models": [o.model.display_name for o in options if o.enabled and o.model.takes_loras],
+        "lora_on_chosen": bool(chosen and chosen.model.takes_loras),
     }
 
 
@@ -306,6 +309,11 @@ def generate(request: HtmxHttpRequest) -> HttpResponse:
             key = data["idempotency_key"]
             started = timezone.now()
             references = form.references
+            lora = ready_lora(character) if data["lora"] and character is not None else None
+            if lora is not None:
+                # The weights carry the likeness: the portrait the bar placed itself is not sent, so
+                # LoRA generation is text-to-image unless the user added a reference of their own.
+                references = [r for r in references if r != str(character.locked_reference_id)]
             mode = modes.job_mode_for(has_references=bool(references), copy=data["mode"] == MODE_COPY)
             try:
                 job = job_create(
@@ -324,6 +332,8 @@ def generate(request: HtmxHttpRequest) -> HttpResponse:
                     outfit=data["outfit"],
                     style=data["style"],
                     quality=data["quality"] or QUALITY_FAST,
+                    lora=lora,
+                    lora_scale=data["lora_scale"] if data["lora_scale"] is not None else 1.0,
                 )
             except JobRequestError as exc:
                 errors.append(exc.message)

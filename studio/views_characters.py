@@ -24,6 +24,7 @@ from generation.lib.imaging import InvalidImage
 from generation.selectors import job_for_user
 from generation.services.character_jobs import base_images_create, profile_set_create
 from generation.services.jobs import JobRequestError
+from generation.sheet import SHEET_DEFAULT_IMAGES, SHEET_MAX_IMAGES, SHEET_MIN_IMAGES
 from studio import wizard
 from studio.forms import AppearanceForm, CharacterEditForm, IdentityForm, UploadForm, WizardNameForm
 from studio.job_cards import gallery_page, job_card
@@ -234,6 +235,9 @@ def _character_context(request: HtmxHttpRequest, character: Character, **extra: 
         "page": gallery_page(request.user, character=character, size=12),
         "has_character": True,
         "portraits": portraits_by_asset(request.user),
+        "sheet_min": SHEET_MIN_IMAGES,
+        "sheet_default": SHEET_DEFAULT_IMAGES,
+        "sheet_max": SHEET_MAX_IMAGES,
         **extra,
     }
 

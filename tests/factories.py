@@ -30,6 +30,16 @@ def offline_model(key: str = "offline/portrait-engine", *, max_images: int | Non
     return model
 
 
+def seeded_model(key: str, **overrides) -> ApiModel:
+    """The registry row `key` as models_registry.seed seeds it, with `overrides`."""
+    from models_registry.seed import MODELS
+
+    row = {**next(m for m in MODELS if m["key"] == key), **overrides}
+    fields = {k: v for k, v in row.items() if k in {f.name for f in ApiModel._meta.fields} and k != "key"}
+    model, _ = ApiModel.objects.update_or_create(key=key, defaults=fields)
+    return model
+
+
 def png_bytes(size: tuple[int, int] = (64, 80), color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="PNG")

@@ -1,4 +1,4 @@
-"""A character's own jobs: the wizard's base images and profile picture sets.
+"""A character's own jobs: the wizard's base images, profile picture sets and character sheets.
 
 Both are ordinary jobs (job_create: one credit, the pipeline, the gallery) of their own kind, on
 the fastest usable model (routing.fastest_model), with prompts from generation.prompts.PromptBuilder.
@@ -10,6 +10,7 @@ from generation.models import GenerationJob, JobKind, JobMode
 from generation.prompts import Shot
 from generation.services import routing
 from generation.services.jobs import JobRequestError, job_create
+from generation.sheet import SHEET_DEFAULT_IMAGES, SHEET_TITLE, sheet_plan
 from models_registry.models import Task
 from studio.models import Character
 
@@ -59,4 +60,34 @@ def profile_set_create(
         shots=shots,
         # The card's title (the job has no words of the user's own).
         params={"set_name": set_name} if set_name else None,
+    )
+
+
+def character_sheet_create(*, user, character: Character, images: int = SHEET_DEFAULT_IMAGES) -> GenerationJob:
+    """A character sheet (generation.sheet): `images` shots of the character, all edits of its locked
+    portrait on the best usable multi-reference edit model (the i2i_multi chain, whose fallback the
+    job keeps: routing.job_task), the offline engine when none is configured. Each image carries its
+    shot name, and the job's params its training caption (what varies), for the dataset page."""
+    reference = character.locked_reference_id
+    if not reference:
+        raise JobRequestError(
+            "Lock a portrait for this character first: the sheet is made from it.", code="no_portrait"
+        )
+    try:
+        plan = sheet_plan(images)
+    except ValueError as exc:
+        raise JobRequestError(str(exc), code="bad_count", field="images") from exc
+    model = routing.fastest_model(Task.I2I_MULTI, images=1) or routing.fastest_model(Task.I2I, images=1)
+    if model is None:
+        raise JobRequestError("No image-to-image model is available for the sheet right now.", code="no_model")
+    return job_create(
+        user=user,
+        model=model,
+        prompt="",
+        mode=JobMode.I2I_MODIFY,
+        references=[reference],
+        character=character,
+        kind=JobKind.CHARACTER_SHEET,
+        shots=[shot.shot() for shot in plan],
+        params={"set_name": SHEET_TITLE, "captions": [shot.varies for shot in plan]},
     )

@@ -10,7 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from generation import enqueue, events, modes
-from generation.models import GenerationJob, ImageSlot, JobKind, JobMode
+from generation.models import GenerationJob, ImageSlot, JobKind, JobMode, LoraTraining
 from generation.prompts import (
     QUALITY_FAST,
     QUALITY_PRESETS,
@@ -20,10 +20,12 @@ from generation.prompts import (
     generation_settings,
     negative_prompt_for,
     shot_prompts,
+    with_trigger_words,
 )
 from generation.providers import get_provider, has_batch_lane
 from generation.services.batches import batch_add_job
 from generation.services.credits import OutOfCredits, credit_account, credits_charge
+from generation.sheet import SHEET_MAX_IMAGES
 from models_registry.models import ApiModel
 from studio.models import Character, WorkspaceAsset
 from studio.throttle import rate_limit
@@ -31,6 +33,8 @@ from studio.throttle import rate_limit
 # A studio job asks for the prompt bar's counts (ApiModel.allowed_counts); base images and
 # profile sets ask for their own, up to this many.
 MAX_JOB_IMAGES = 10
+# fal-ai/flux-lora takes 0-4 (docs/providers.md §7.4); past 2 a LoRA overcooks the image.
+LORA_SCALE_MAX = 2.0
 
 
 class JobRequestError(Exception):
@@ -63,6 +67,8 @@ def job_create(
     style: str = "",
     quality: str = QUALITY_FAST,
     shots: Sequence[Shot] = (),
+    lora: LoraTraining | None = None,
+    lora_scale: float = 1.0,
 ) -> GenerationJob:
     """Create and enqueue a job, charging one credit whatever its image count.
 
@@ -75,6 +81,9 @@ def job_create(
     The prompt is built by generation.prompts.PromptBuilder from the character, `prompt`, scene,
     outfit and style. With `shots` (a profile picture set) each image is one shot with its own
     scene, outfit and direction, and `images` is the number of shots.
+
+    `lora`: a ready training of the user's whose LoRA the model applies (ApiModel.takes_loras) at
+    `lora_scale`, its trigger word leading the prompt (docs/providers.md §7.4).
     """
     if idempotency_key is not None:
         existing = GenerationJob.objects.filter(owner=user, idempotency_key=idempotency_key).first()
@@ -109,10 +118,25 @@ def job_create(
         )
     if batch and not has_batch_lane(model):
         raise JobRequestError(f"{model.display_name} has no batch mode.", code="batch_unsupported", field="model")
-    if not 1 <= images <= MAX_JOB_IMAGES:
-        raise JobRequestError(f"A job makes 1 to {MAX_JOB_IMAGES} images.", code="bad_count", field="images")
+    most = SHEET_MAX_IMAGES if kind == JobKind.CHARACTER_SHEET else MAX_JOB_IMAGES
+    if not 1 <= images <= most:
+        raise JobRequestError(f"A job makes 1 to {most} images.", code="bad_count", field="images")
     if character is not None and character.owner_id != user.pk:
         raise JobRequestError("That character does not exist.", code="character_not_found", field="character")
+
+    if lora is not None:
+        if lora.owner_id != user.pk or not lora.is_ready:
+            raise JobRequestError("That LoRA is not ready.", code="lora_not_ready", field="lora")
+        if not model.takes_loras:
+            raise JobRequestError(
+                f"{model.display_name} cannot apply a LoRA: choose a LoRA model such as Flux LoRA.",
+                code="lora_unsupported",
+                field="model",
+            )
+        if not 0.0 <= float(lora_scale) <= LORA_SCALE_MAX:
+            raise JobRequestError(
+                f"The LoRA's strength is between 0 and {LORA_SCALE_MAX:g}.", code="bad_lora_scale", field="lora_scale"
+            )
 
     reference_ids = [str(r) for r in references if r]
     if not rules.uses_references and reference_ids:
@@ -147,6 +171,14 @@ def job_create(
         final_prompt = "\n".join(f"{s['name']}: {s['prompt']}" for s in job_params["shots"])
     elif any(parts.values()):
         job_params["prompt_parts"] = {k: v for k, v in parts.items() if v}
+    if lora is not None:
+        final_prompt = with_trigger_words(final_prompt, [lora.trigger_word])
+        job_params["lora"] = {
+            "training": str(lora.pk),
+            "scale": float(lora_scale),
+            "trigger_word": lora.trigger_word,
+            "character": lora.character.name,
+        }
     job_params.setdefault("seed", random.randrange(2**31))
 
     rate_limit(user=user, action="job", error=JobRequestError)

@@ -16,10 +16,10 @@ from django.core.cache import cache
 from django.db import transaction
 
 from generation import modes
-from generation.models import GenerationJob
+from generation.models import GenerationJob, JobKind
 from generation.providers import adapter_class
 from generation.providers.kinds import PROVIDER_KINDS
-from models_registry.models import ApiModel, FallbackChain, ProviderPause
+from models_registry.models import ApiModel, FallbackChain, ProviderPause, Task
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -132,7 +132,10 @@ def provider_status(kind: str) -> str:
 
 
 def job_task(job: GenerationJob) -> str:
-    """The registry task a job needs: i2i_multi when it carries two references."""
+    """The registry task a job needs: i2i_multi when it carries two references, and for a character
+    sheet, whose one reference is edited on the multi-reference edit models (their chain keeps a face)."""
+    if job.kind == JobKind.CHARACTER_SHEET:
+        return Task.I2I_MULTI
     return modes.registry_task(job.mode, references=len(job.references or []))
 
 

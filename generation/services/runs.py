@@ -31,13 +31,22 @@ from generation.models import (
     GenerationJob,
     ImageSlot,
     JobStatus,
+    LoraTraining,
     ProviderRequest,
     RequestStatus,
     SlotStatus,
 )
 from generation.providers import get_provider
-from generation.providers.base import GenerationRequest, ProviderError, ProviderResult, Reference, ResultStatus
+from generation.providers.base import (
+    GenerationRequest,
+    LoraWeight,
+    ProviderError,
+    ProviderResult,
+    Reference,
+    ResultStatus,
+)
 from generation.providers.local_sdxl import SEND_TO_GPU
+from generation.selectors import lora_weight
 from generation.services import routing
 from generation.services.finish import job_finish_if_done, slot_fail
 from generation.services.store import slot_store
@@ -228,6 +237,7 @@ def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationReq
         params["sent_at"] = request.sent_at.timestamp()
     base_seed = (job.params or {}).get("seed")
     params.pop("shots", None)
+    lora = params.pop("lora", None)
     return GenerationRequest(
         prompt=_request_prompt(job, indexes),
         num_images=len(indexes),
@@ -240,7 +250,18 @@ def build_request(request: ProviderRequest, job: GenerationJob) -> GenerationReq
         batch_indexes=indexes,
         request_id=str(request.pk),
         webhook_url=webhook_url_for(request),
+        loras=_loras(job, lora),
     )
+
+
+def _loras(job: GenerationJob, lora: dict | None) -> list[LoraWeight]:
+    """The job's LoRA (job_create's `lora`), its URL made now: a presigned one must be fresh."""
+    if not lora:
+        return []
+    training = LoraTraining.objects.filter(pk=lora.get("training"), owner_id=job.owner_id).first()
+    if training is None or not training.is_ready:
+        raise ProviderError("The character's LoRA is gone: generate without it.", permanent=True)
+    return [lora_weight(training, scale=float(lora.get("scale", 1.0)))]
 
 
 # --- submit and poll ------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generation import enqueue
-from generation.models import ProviderRequest, RequestStatus
-from generation.providers import adapter_class, get_provider
+from generation.models import ACTIVE_TRAINING_STATUSES, LoraTraining, ProviderRequest, RequestStatus, TrainingStatus
+from generation.providers import adapter_class, get_provider, get_trainer
 from generation.providers.kinds import PROVIDER_KINDS
 from generation.providers.webhook_signing import WebhookRejected
 
@@ -107,10 +107,58 @@ def webhook_receive(*, provider: str, request_id: uuid.UUID, headers: Mapping[st
         # verified delivery names the provider's request, so adopt it rather than lose it.
         _adopt(request, provider_id=provider_ids[0], delivery=payload)
 
-    digest = hashlib.sha256(delivery_id.encode()).hexdigest()
-    if not cache.add(f"webhook-delivery:{provider}:{digest}", 1, timeout=DELIVERY_MEMORY_SECONDS):
+    if not _first_delivery(provider, delivery_id):
         return "replayed"
     if final:
         return "ignored"
     enqueue.webhook_poll(request.pk)
+    return "accepted"
+
+
+def _first_delivery(provider: str, delivery_id: str) -> bool:
+    """Whether this delivery is new (remembered for DELIVERY_MEMORY_SECONDS), not a replay or a retry."""
+    digest = hashlib.sha256(delivery_id.encode()).hexdigest()
+    return bool(cache.add(f"webhook-delivery:{provider}:{digest}", 1, timeout=DELIVERY_MEMORY_SECONDS))
+
+
+# --- LoRA trainings (generation.services.trainings): the same flow, keyed on the training ------
+
+
+def training_webhook_url_for(training: LoraTraining) -> str | None:
+    """Where the trainer should announce the training's end, or None to rely on polling alone."""
+    base = settings.PUBLIC_BASE_URL
+    if not base or not _takes_webhooks(training.provider) or not adapter_class(training.provider).webhooks_verifiable():
+        return None
+    return base.rstrip("/") + reverse("generation:training-webhook", args=[training.provider, training.pk])
+
+
+def training_webhook_receive(*, provider: str, training_id: uuid.UUID, headers: Mapping[str, str], body: bytes) -> str:
+    """Verify a delivery for our training `training_id` and have it polled now; a training whose
+    submit answer was lost adopts the trainer's id the delivery names (never submitted again).
+    Returns "accepted", "replayed" or "ignored"; raises WebhookRejected otherwise."""
+    if not _takes_webhooks(provider):
+        raise WebhookRejected("unknown provider", status=404)
+    adapter = adapter_class(provider)
+    payload = _body_json(body)
+    provider_ids = adapter.webhook_provider_ids(headers, payload)
+    training = LoraTraining.objects.select_related("model").filter(pk=training_id, provider=provider).first()
+    if training is None:
+        raise WebhookRejected("unknown training", status=404)
+    if training.external_id and training.external_id not in provider_ids:
+        raise WebhookRejected("the delivery is for another training", status=400)
+    delivery_id = adapter.verify_webhook(headers, body)
+    active = training.status in ACTIVE_TRAINING_STATUSES
+    if active and not training.external_id:
+        if training.status != TrainingStatus.SUBMITTING or not provider_ids:
+            raise WebhookRejected("the training is not ready for its webhook", status=409)
+        adopted = get_trainer(training.model).adopt(provider_ids[0], payload)
+        LoraTraining.objects.filter(pk=training.pk, status=TrainingStatus.SUBMITTING, external_id="").update(
+            external_id=adopted.external_id, handles=adopted.handles, updated_at=timezone.now()
+        )
+        logger.warning("training %s: adopted %s from its webhook after a lost submit", training.pk, provider_ids[0])
+    if not _first_delivery(provider, delivery_id):
+        return "replayed"
+    if not active:
+        return "ignored"
+    enqueue.training_webhook_poll(training.pk)
     return "accepted"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.files.base import ContentFile
 
-from generation.models import GenerationJob, ImageSlot, JobMode, JobStatus, SlotStatus
+from generation.models import GenerationJob, ImageSlot, JobMode, JobStatus, LoraTraining, SlotStatus, TrainingStatus
 from studio.models import AssetSource, Character, WorkspaceAsset
 from tests.factories import png_bytes
 
@@ -47,6 +47,23 @@ def make_job(
     GenerationJob.objects.filter(pk=job.pk).update(succeeded_count=succeeded, failed_count=len(failed))
     job.refresh_from_db()
     return job
+
+
+def make_ready_training(owner, character, *, trainer=None, **fields) -> LoraTraining:
+    """A finished training of `character` whose LoRA file is in storage."""
+    from tests.factories import offline_model
+
+    training = LoraTraining.objects.create(
+        owner=owner,
+        character=character,
+        model=trainer or offline_model("offline/lora-trainer", tasks=["lora_training"]),
+        provider="offline",
+        trigger_word="aria_k7",
+        status=TrainingStatus.SUCCEEDED,
+        **fields,
+    )
+    training.lora_file.save("pytorch_lora_weights.safetensors", ContentFile(b"weights"))
+    return training
 
 
 def make_character(owner, name: str = "Mira", **kwargs) -> Character:
