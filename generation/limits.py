@@ -6,6 +6,9 @@ that holds it renews it while the call runs, so a worker killed mid-call frees i
 LEASE_SECONDS instead of blocking the provider for minutes. A lease's value names its holder (our
 request id), so the sweeper can tell a submit still in flight from one whose worker died.
 A 429 from a provider sets a cool-down that holds every worker back until its Retry-After passed.
+A provider's rate (calls per second) is a token bucket as GCRA computes it: a burst of up to `rate`
+calls goes at once and the next ones follow one every 1/rate s, where a fixed one-second window
+would hold the 11th call of a burst of 12 until the next second began.
 """
 
 from __future__ import annotations
@@ -81,9 +84,41 @@ def count_in_window(name: str, window_seconds: int, now: float | None = None) ->
         return 0
 
 
+# GCRA on Redis, atomically: KEYS[1] holds the theoretical arrival time (TAT) in seconds of Redis's
+# own clock, so workers' clocks do not matter. ARGV: the emission interval (1/rate) and the burst
+# tolerance. Returns "0" when the call may go, else a refusal.
+_GCRA = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then return '1' end
+redis.call('SET', KEYS[1], string.format('%.6f', tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
+return '0'
+"""
+
+
 def _rate_ok(provider: str) -> bool:
     per_second = rate_per_second(provider)
-    return not per_second or count_in_window(f"rate:{provider}", 1) <= per_second
+    return not per_second or take_rate_token(f"rate:{provider}", per_second)
+
+
+def take_rate_token(name: str, per_second: float) -> bool:
+    """Whether one more call fits `per_second` (bursts of up to `per_second` calls), counting it if so."""
+    interval = 1.0 / per_second
+    tolerance = interval * (per_second - 1)
+    get_client = getattr(getattr(cache, "_cache", None), "get_client", None)  # Django's RedisCache
+    if get_client is not None:
+        key = cache.make_and_validate_key(name)
+        return get_client(key, write=True).eval(_GCRA, 1, key, interval, tolerance) in (b"0", "0")
+    # Another cache (make run's files, one machine): the same arithmetic, not atomic.
+    now = time.time()
+    tat = max(float(cache.get(name) or now), now)
+    if tat - now > tolerance:
+        return False
+    cache.set(name, tat + interval, timeout=int(tat + interval - now) + 2)
+    return True
 
 
 class _Renewer:

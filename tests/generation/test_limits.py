@@ -70,3 +70,24 @@ def test_a_waiter_learns_when_the_held_slot_frees_and_later_waiters_wait_whole_c
         time.sleep(0.01)
         assert limits.slot_free_in(PROVIDER, 1, 0.001) == 0.0
     assert limits.slot_free_in(PROVIDER, 1, 2.0) == 0.0  # released: free now
+
+
+@pytest.mark.parametrize("backend", ["redis", "files"])
+def test_a_rate_lets_a_burst_of_rate_calls_go_at_once_then_one_every_interval(backend, settings, tmp_path):
+    if backend == "files":
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(tmp_path)}
+        }
+    else:
+        assert "RedisCache" in settings.CACHES["default"]["BACKEND"]
+    name = f"rate:test-{backend}-{time.monotonic_ns()}"
+    # A burst of 10 at 10 a second goes at once; a fixed one-second window would hold the 11th
+    # until the next second began, the token bucket only for 1/rate.
+    assert all(limits.take_rate_token(name, 10) for _ in range(10))
+    assert not limits.take_rate_token(name, 10)
+    time.sleep(0.12)
+    assert limits.take_rate_token(name, 10)
+    assert not limits.take_rate_token(name, 10)
+    # Sustained, it is 10 a second: after a quiet second the whole burst is back.
+    time.sleep(1.05)
+    assert sum(limits.take_rate_token(name, 10) for _ in range(12)) == 10
