@@ -12,9 +12,10 @@ OFFLINE_IMAGE_LATENCIES, OFFLINE_FAILURE_RATE) or, per job, from params["simulat
 latencies, failure_rate, fail_indexes).
 
 It also "trains" a LoRA (OfflineTrainer): a run of TRAINING_LATENCY_FACTOR latencies with progress,
-yielding a small .safetensors file whose metadata holds an identity (hair, eyes, skin, outfit) drawn
-from the trigger word. A generation given that LoRA (request.loras) renders that identity whatever
-the prompt says, so a character keeps its features across prompts, as a trained LoRA would.
+yielding a small .safetensors file whose metadata holds an identity (hair, eyes, skin, outfit): the
+colours its dataset's images agree on, the rest drawn from the trigger word. A generation given that
+LoRA (request.loras) renders that identity whatever the prompt says, so a character keeps its
+features across prompts, as a trained LoRA would.
 """
 
 from __future__ import annotations
@@ -26,15 +27,20 @@ import math
 import random
 import struct
 import time
+import zipfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import default_storage
 from PIL import Image, ImageDraw, ImageFilter
 
 from generation.providers.base import (
     GeneratedImage,
     GenerationRequest,
+    LoraWeight,
     Provider,
     ProviderResult,
     ResultStatus,
@@ -125,15 +131,65 @@ def identity_for(trigger_word: str) -> dict[str, list[int]]:
     }
 
 
-def lora_file(trigger_word: str, steps: int) -> bytes:
+# Where every offline portrait has its hair, skin and outfit, whatever its seed moves them
+# (render_portrait's geometry): the points a simulated training looks at.
+_FEATURE_POINTS = {"hair": (WIDTH // 2, 135), "skin": (WIDTH // 2, 283), "outfit": (WIDTH // 2, 600)}
+
+
+def learn_identity(images: list[Image.Image], trigger_word: str) -> dict[str, list[int]]:
+    """What a simulated training "learns" from its dataset: a feature's colour where most images
+    agree on it at its point (a sheet made from one portrait agrees on the hair); what they do not
+    agree on, and the eyes, stay as identity_for draws them from the trigger word."""
+    identity = identity_for(trigger_word)
+    for feature, point in _FEATURE_POINTS.items():
+        colours = [image.convert("RGB").resize((WIDTH, HEIGHT)).getpixel(point) for image in images]
+        bins = Counter(tuple(v // 32 for v in colour) for colour in colours)
+        if not bins:
+            continue
+        best, count = bins.most_common(1)[0]
+        if count * 2 > len(colours):
+            agreeing = [c for c in colours if tuple(v // 32 for v in c) == best]
+            identity[feature] = [round(sum(c[i] for c in agreeing) / len(agreeing)) for i in range(3)]
+    return identity
+
+
+def lora_file(trigger_word: str, steps: int, identity: dict[str, list[int]] | None = None) -> bytes:
     """A small, well-formed .safetensors file (8-byte header length, JSON header, tensor bytes) whose
     metadata carries the simulated identity."""
     weights = _digest("weights", trigger_word, steps)
     metadata = {"engine": "offline", "trigger_word": trigger_word, "steps": str(steps)}
-    metadata["identity"] = json.dumps(identity_for(trigger_word))
+    metadata["identity"] = json.dumps(identity or identity_for(trigger_word))
     tensor = {"dtype": "U8", "shape": [32], "data_offsets": [0, 32]}
     header = json.dumps({"__metadata__": metadata, "lora_unet.lora_down.weight": tensor}).encode()
     return struct.pack("<Q", len(header)) + header + weights
+
+
+def lora_identity(lora: LoraWeight) -> dict[str, list[int]]:
+    """The identity a simulated LoRA file carries, read from our storage (make run keeps media on
+    disk); its trigger word's when the file cannot be read there (a URL on S3, say)."""
+    try:
+        with default_storage.open(lora.path, "rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(min(size, 1 << 16)))
+        return json.loads(header["__metadata__"]["identity"])
+    except (OSError, ValueError, KeyError, TypeError, SuspiciousFileOperation, struct.error):
+        return identity_for(lora.trigger_word)
+
+
+def _dataset_images(dataset: str) -> list[Image.Image]:
+    """The images of a dataset ZIP kept in our storage (dataset_url_for's name for this trainer)."""
+    images = []
+    try:
+        with default_storage.open(dataset, "rb") as handle, zipfile.ZipFile(handle) as archive:
+            for name in archive.namelist():
+                if name.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
+                    with archive.open(name) as member:
+                        image = Image.open(member)
+                        image.load()
+                        images.append(image)
+    except (OSError, ValueError, SuspiciousFileOperation, zipfile.BadZipFile):
+        return []
+    return images
 
 
 def _word_before(feature: str, words: list[str]) -> str | None:
@@ -283,8 +339,8 @@ class OfflineEngine(Provider):
                 second.load()
                 reference = blend_toward(reference, second.convert("RGB").resize(reference.size), REF2_WEIGHT)
         indexes = request.batch_indexes or list(range(request.num_images))
-        # A LoRA's identity: drawn from its trigger word, as its simulated training drew it (lora_file).
-        identity = identity_for(request.loras[0].trigger_word) if request.loras else None
+        # A LoRA's identity: what its simulated training learnt (lora_file).
+        identity = lora_identity(request.loras[0]) if request.loras else None
 
         def make(index: int) -> GeneratedImage:
             if (index in fail_indexes and attempt == 1) or fails(request.prompt, index, attempt, rate):
@@ -340,7 +396,8 @@ class OfflineTrainer(OfflineEngine):
                 poll_after=min(remaining, TRAINING_POLL_SECONDS),
                 progress=progress,
             )
-        data = lora_file(request.trigger_word, int(handles.get("steps") or 0))
+        identity = learn_identity(_dataset_images(request.dataset_url), request.trigger_word)
+        data = lora_file(request.trigger_word, int(handles.get("steps") or 0), identity)
         lora = TrainedLora(
             data=data, file_name=LORA_FILE_NAME, content_type="application/octet-stream", file_size=len(data)
         )

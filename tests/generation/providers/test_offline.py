@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import time
+import zipfile
 
 import pytest
 from PIL import Image, ImageChops, ImageStat
@@ -181,6 +182,36 @@ def test_generation_with_the_lora_keeps_the_trained_identity_whatever_the_prompt
     assert not all(colour_count(image, identity["skin"]) > 2000 for image in without) or not all(
         colour_count(image, identity["hair"]) > 2000 for image in without
     )
+
+
+def test_a_training_learns_the_hair_its_sheet_agrees_on_and_generation_with_it_keeps_that_hair(settings, tmp_path):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from generation.providers.offline import _HAIR, blend_toward, encode_png, render_portrait
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    # A sheet as the studio makes one: each shot image-to-image from one red-haired portrait.
+    portrait = render_portrait("woman, red hair, green eyes, head and shoulders", seed=7, index=0)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as dataset:
+        for shot in range(12):
+            rendering = render_portrait(f"woman, red hair, green eyes, shot {shot}", seed=100 + shot, index=shot)
+            dataset.writestr(f"{shot:02d}.png", encode_png(blend_toward(portrait, rendering, 0.5)))
+            dataset.writestr(f"{shot:02d}.txt", "aria_c7 woman, a shot")
+    name = default_storage.save("datasets/t1/dataset.zip", ContentFile(archive.getvalue()))
+
+    done = TRAINER.poll(
+        TrainingRequest(dataset_url=name, trigger_word="aria_c7", request_id="t1"), "t1", {"ready_at": 0}
+    )
+    header_length = struct.unpack("<Q", done.lora.data[:8])[0]
+    learnt = json.loads(json.loads(done.lora.data[8 : 8 + header_length])["__metadata__"]["identity"])
+    assert max(abs(a - b) for a, b in zip(learnt["hair"], _HAIR["red"], strict=True)) < 32
+    assert learnt["hair"] != identity_for("aria_c7")["hair"]  # learnt from the images, not the word
+
+    lora_name = default_storage.save("loras/t1/pytorch_lora_weights.safetensors", ContentFile(done.lora.data))
+    image = run("aria_c7 with black hair in a forest", loras=[LoraWeight(path=lora_name, trigger_word="aria_c7")])[0]
+    assert colour_count(image, learnt["hair"]) > 2000
 
 
 def test_each_colour_lands_on_the_feature_it_is_written_before():
