@@ -253,12 +253,14 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
     job = request.job
     if job.status not in ACTIVE_JOB_STATUSES:
         _request_close(request, RequestStatus.CANCELED)
+        limits.give_back(request.provider, str(request.pk))
         return DONE
     if request.status == RequestStatus.SUBMITTED and request.external_id:
         return Next("poll", 0)  # a duplicate delivery: resume waiting, never create twice
     if request.status != RequestStatus.PENDING:
         return DONE
     if _route_away(request):
+        limits.give_back(request.provider, str(request.pk))
         return DONE
 
     # The lease names this request while the call runs: the sweeper tells a submit in flight from
@@ -280,27 +282,35 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
         try:
             result = _provider_call(request, "submit", lambda: provider.submit(build_request(request, job)))
         except ProviderError as exc:
+            if not provider.asynchronous and exc.status_code != 429:
+                _hand_over_slot(request)  # a 429 holds everyone back (_request_error): no hand-over
             return _request_error(request, exc)
         if result.external_id:
             # Before the lease goes: from here on a crash costs a poll, not a lost generation.
             _save_provider_id(request, result)
         # How long the slot was held, for the waiters' estimate of when one frees (_slot_wait).
         poll_schedule.record_duration(request.model_id, time.monotonic() - held_since, poll_schedule.CALL)
-    if not provider.asynchronous:
-        _hand_over_slot(request.provider)
+        if not provider.asynchronous:
+            # Before the images are stored: the next call need not wait for that.
+            _hand_over_slot(request)
     return _request_progress(request, result)
 
 
-def _hand_over_slot(provider: str) -> None:
-    """The slot a synchronous call held for seconds is free: send the oldest request waiting for
-    one now, rather than let it find out at its estimate. Its own delayed step still comes, finds
-    it sent and does nothing. A request waiting out a provider's error (its error is set) is left
-    to its backoff."""
+def _hand_over_slot(request: ProviderRequest) -> None:
+    """The slot a synchronous call held for seconds is done: hand its lease to the oldest request
+    waiting for one and send that now (limits.hand_over), rather than release it for whoever asks
+    first, so a waiter is never refused a slot that freed for it. Its own delayed step (the
+    backstop, _slot_wait) still comes, finds it sent and does nothing. A request waiting out a
+    provider's error (its error is set) is left to its backoff. With no waiter the lease is
+    released as usual when the call's provider_slot ends."""
     now = timezone.now()
-    waiting = ProviderRequest.objects.filter(provider=provider, status=RequestStatus.PENDING, error="", due_at__gt=now)
+    waiting = ProviderRequest.objects.filter(
+        provider=request.provider, status=RequestStatus.PENDING, error="", due_at__gt=now
+    )
     for request_id in waiting.order_by("created_at").values_list("pk", flat=True)[:2]:
         # Conditional: of two workers releasing at once, each wakes a different waiter.
         if ProviderRequest.objects.filter(pk=request_id, due_at__gt=now).update(due_at=now, updated_at=now):
+            limits.hand_over(request.provider, str(request.pk), str(request_id))
             enqueue.submit([request_id])
             return
 
@@ -324,6 +334,11 @@ def _slot_wait(request: ProviderRequest) -> float:
         due_at__gt=timezone.now() - timedelta(seconds=settings.SWEEP_GRACE_SECONDS),
     ).count()
     free_in = limits.slot_free_in(request.provider, ahead + 1, call_seconds)
+    if not get_provider(request.model).asynchronous:
+        # A synchronous call hands its slot to the oldest waiter when it ends (_hand_over_slot):
+        # this step is only the backstop (a lost hand-over, a holder that died), a whole call
+        # after the expected release so that it does not race the hand-over and be refused.
+        free_in += call_seconds
     # A little after the expected release, so the slot is free when the step runs; never 0, so a
     # rate-limited provider is not asked in a tight loop.
     return max(SLOT_MIN_WAIT_SECONDS, free_in + SLOT_MARGIN_SECONDS)

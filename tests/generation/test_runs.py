@@ -419,3 +419,6 @@ def test_a_synchronous_call_hands_its_slot_to_the_oldest_waiter_when_it_ends(
     assert sent == [("generation.tasks.request_submit_task", str(waiters[0].pk))]
     waiters[0].refresh_from_db()
     assert waiters[0].due_at <= timezone.now()
+    # Its lease went with it: no newcomer can take the slot before the waiter's step comes.
+    assert limits._handed_to("offline", str(waiters[0].pk)) is not None
+    limits.give_back("offline", str(waiters[0].pk))
