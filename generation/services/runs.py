@@ -64,6 +64,9 @@ class Next:
 
     action: str = "done"  # "done" | "submit" | "poll"
     countdown: float = 0.0
+    # A poll the learnt schedule expects to find the request done any moment (request_poll may
+    # take it within its own task rather than as a message of its own).
+    imminent: bool = False
 
 
 DONE = Next()
@@ -84,6 +87,14 @@ def _countdown(seconds: float) -> float:
     return round(max(0.0, min(float(seconds), settings.PIPELINE_MAX_COUNTDOWN)), 3)
 
 
+# Follow-up polls the learnt schedule places this close together run in the same task, for at most
+# INLINE_POLL_SECONDS in all: a poll as a task of its own costs a broker round trip and the
+# countdown's imprecision (tens of ms each) just when the request is about to finish. The task
+# holds its image-queue thread for that long at most (generation.enqueue.IMAGE_TASKS).
+INLINE_POLL_MAX_GAP = 0.15
+INLINE_POLL_SECONDS = 0.6
+
+
 def _schedule(request_id: uuid.UUID, step: Next, *, due_in: float | None = None) -> Next:
     """Record when `step` is due (the sweeper re-drives it when it is overdue) and return it with
     a countdown the broker can carry. `due_in` may be longer than any countdown (a provider's
@@ -92,7 +103,7 @@ def _schedule(request_id: uuid.UUID, step: Next, *, due_in: float | None = None)
     ProviderRequest.objects.filter(pk=request_id).update(
         due_at=timezone.now() + timedelta(seconds=wait), updated_at=timezone.now()
     )
-    return Next(step.action, _countdown(wait))
+    return Next(step.action, _countdown(wait), step.imminent)
 
 
 def _not_yet_due(request: ProviderRequest) -> float:
@@ -384,6 +395,21 @@ def request_poll(request_id: uuid.UUID | str, *, now_anyway: bool = False) -> Ne
     wait = 0.0 if now_anyway else _not_yet_due(request)
     if wait:
         return Next("poll", _countdown(wait))  # a long Retry-After: not yet
+    deadline = time.monotonic() + INLINE_POLL_SECONDS
+    while True:
+        step = _poll_once(request, job)
+        if (
+            now_anyway
+            or not step.imminent
+            or step.countdown > INLINE_POLL_MAX_GAP
+            or time.monotonic() + step.countdown > deadline
+        ):
+            return step
+        time.sleep(step.countdown)
+        request.polls += 1
+
+
+def _poll_once(request: ProviderRequest, job: GenerationJob) -> Next:
     ProviderRequest.objects.filter(pk=request.pk).update(polls=F("polls") + 1, updated_at=timezone.now())
     provider = get_provider(request.model)
     try:
@@ -458,7 +484,8 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         if webhook_url_for(request):
             # The webhook announces the end; polling is only the safety net if it never comes.
             interval = max(interval, WEBHOOK_POLL_SECONDS)
-        return _schedule(request.pk, Next("poll"), due_in=interval)
+        imminent = result.poll_after is None and _finish_expected_by(request, interval)
+        return _schedule(request.pk, Next("poll", imminent=imminent), due_in=interval)
     if result.status == ResultStatus.SUCCEEDED and request.sent_at and get_provider(request.model).asynchronous:
         # A failure may come back at once: only a finished image teaches how long the model takes.
         seconds = (timezone.now() - request.sent_at).total_seconds()
@@ -471,6 +498,15 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         request.external_id = result.external_id
     request_apply_result(request, result)
     return DONE
+
+
+def _finish_expected_by(request: ProviderRequest, interval: float) -> bool:
+    """Whether the model's learnt duration says the request finishes by its next poll."""
+    expected = poll_schedule.expected_seconds(request.model_id)
+    if expected is None or request.sent_at is None:
+        return False
+    elapsed = (timezone.now() - request.sent_at).total_seconds()
+    return elapsed + interval >= expected - poll_schedule.LEAD_SECONDS
 
 
 def _poll_in(request: ProviderRequest) -> float:
