@@ -316,6 +316,49 @@ def test_a_pending_poll_is_next_due_just_before_the_models_learnt_finish(job):
     assert 1.5 <= step.countdown <= 2.4 - poll_schedule.LEAD_SECONDS - 0.5 + 0.01
 
 
+def test_a_poll_expecting_the_finish_any_moment_looks_again_within_its_task(job):
+    from generation import poll_schedule
+    from generation.providers.base import GeneratedImage
+    from tests.factories import png_bytes
+
+    class DoneOnThirdLook(Queued):
+        looks = 0
+
+        def poll(self, request, external_id, handles):
+            self.looks += 1
+            if self.looks < 3:
+                return super().poll(request, external_id, handles)
+            return ProviderResult(status=ResultStatus.SUCCEEDED, images=[GeneratedImage(data=png_bytes())] * 2)
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    poll_schedule.record_duration(request.model_id, 1.0)
+    submitted_seconds_ago(request, 1.0)  # due now: each next look is ~50 ms away
+    provider = DoneOnThirdLook()
+    with mock.patch("generation.services.runs.get_provider", return_value=provider):
+        step = runs.request_poll(request.pk)
+    cache.delete(poll_schedule._key(request.model_id))
+
+    # No poll task per look: one task looked three times and stored the images.
+    assert step == runs.DONE and provider.looks == 3
+    request.refresh_from_db()
+    assert request.status == "succeeded" and request.polls == 3
+
+
+def test_a_poll_far_from_the_learnt_finish_is_left_to_its_own_task(job):
+    from generation import poll_schedule
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    poll_schedule.record_duration(request.model_id, 5.0)
+    submitted_seconds_ago(request, 0.2)
+    provider = mock.Mock(wraps=Queued(), asynchronous=True)
+    with mock.patch("generation.services.runs.get_provider", return_value=provider):
+        step = runs.request_poll(request.pk)
+    cache.delete(poll_schedule._key(request.model_id))
+    assert step.action == "poll" and step.countdown > 4 and provider.poll.call_count == 1
+
+
 def test_a_pending_polls_retry_after_wins_over_the_schedule(job):
     request = first_request(job)
     submitted_seconds_ago(request, 0.5)
