@@ -91,8 +91,11 @@ def _countdown(seconds: float) -> float:
 # INLINE_POLL_SECONDS in all: a poll as a task of its own costs a broker round trip and the
 # countdown's imprecision (tens of ms each) just when the request is about to finish. The task
 # holds its image-queue thread for that long at most (generation.enqueue.IMAGE_TASKS).
+# Within the task the looks come every INLINE_POLL_GAP at most (a status GET costs a few ms), not
+# at the schedule's growing gaps, which are sized for a task each.
 INLINE_POLL_MAX_GAP = 0.15
 INLINE_POLL_SECONDS = 0.6
+INLINE_POLL_GAP = 0.04
 
 
 def _schedule(request_id: uuid.UUID, step: Next, *, due_in: float | None = None) -> Next:
@@ -405,7 +408,7 @@ def request_poll(request_id: uuid.UUID | str, *, now_anyway: bool = False) -> Ne
             or time.monotonic() + step.countdown > deadline
         ):
             return step
-        time.sleep(step.countdown)
+        time.sleep(min(step.countdown, INLINE_POLL_GAP))
         request.polls += 1
 
 
