@@ -169,7 +169,12 @@ def click_to_visible(page, model) -> tuple[float, float, float, float]:
     job_id = page.locator("article.job-card").first.get_attribute("id").removeprefix("job-")
     stored = WorkspaceAsset.objects.filter(job_id=job_id).order_by("created_at").first().created_at
     stored_ms = stored.timestamp() * 1000
-    return (visible - click) / 1000, (visible - stored_ms) / 1000, (inserted - stored_ms) / 1000, (loaded - inserted) / 1000
+    return (
+        (visible - click) / 1000,
+        (visible - stored_ms) / 1000,
+        (inserted - stored_ms) / 1000,
+        (loaded - inserted) / 1000,
+    )
 
 
 def visible_section(runs: int) -> None:
