@@ -412,6 +412,19 @@ def test_a_submit_refused_a_slot_waits_until_one_is_expected_to_free(job, settin
     assert 3.0 - 0.2 <= step.countdown <= 3.0 + runs.SLOT_MARGIN_SECONDS + 0.05
 
 
+def test_a_synchronous_providers_waiter_backs_its_hand_over_up_a_whole_call_later(job, settings):
+    """Its slot comes by hand-over when the held call ends; its own step is the backstop and must
+    not race the hand-over (and be refused) at the expected release."""
+    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
+    blocking = mock.Mock(asynchronous=False)
+    with mock.patch("generation.services.runs.get_provider", return_value=blocking):
+        blocking.is_configured.return_value = True
+        step = submit_while_the_slot_is_held(first_request(job), 3.0)
+
+    assert step.action == "submit"
+    assert 6.0 - 0.2 <= step.countdown <= 6.0 + runs.SLOT_MARGIN_SECONDS + 0.05
+
+
 def test_a_submit_refused_a_slot_of_an_untimed_provider_tries_again_soon(job, settings):
     settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
     step = submit_while_the_slot_is_held(first_request(job), None)
