@@ -8,8 +8,9 @@
     image memory               worker peak RSS storing 10 x 4.4 MB PNGs (a process of its own)
 
 Run with `make bench-lean` (it starts PostgreSQL and Redis); `bench/worker_lean.py gemini memory` runs
-only the sections named. Real Celery workers run the jobs
-against the loopback provider simulator (tests/simulator/); the web side (job_create) runs here.
+only the sections named (`burst-shared`, the burst with both workers on both queues, only so). Real
+Celery workers run the jobs against the loopback provider simulator (tests/simulator/); the web
+side (job_create) runs here.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import override_settings  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from generation.models import CreditAccount, GenerationJob, ProviderRequest  # noqa: E402
+from generation.queues import image_queue  # noqa: E402
 from generation.services.credits import credit_account  # noqa: E402
 from generation.services.jobs import job_create  # noqa: E402
 from models_registry.models import ApiModel  # noqa: E402
 from studio.celery import app  # noqa: E402
+from studio.models import WorkspaceAsset  # noqa: E402
 from tests.factories import offline_model, wait_for_job  # noqa: E402
 from tests.simulator import Simulator  # noqa: E402
 from tests.worker import ARTIFACTS, sessions_opened, start_worker, stop_worker  # noqa: E402
@@ -66,8 +70,10 @@ def row(label: str, figure: str, target: str, met: bool) -> None:
 
 
 @contextmanager
-def workers(simulator: Simulator, count: int, name: str, **env: str):
-    """`count` workers on a queue of their own, this process sending its jobs there."""
+def workers(simulator: Simulator, count: int, name: str, *, split: bool = False, **env: str):
+    """`count` workers on a queue of their own (and its image queue), this process sending its
+    jobs there. `split`: as the Procfile runs them, the first consumes the default queue only and
+    the others the image queue only; else each consumes both."""
     queue = f"{name}-{uuid.uuid4().hex[:8]}"
     previous = app.conf.CELERY_TASK_DEFAULT_QUEUE
     app.conf.CELERY_TASK_DEFAULT_QUEUE = queue
@@ -79,6 +85,7 @@ def workers(simulator: Simulator, count: int, name: str, **env: str):
                     start_worker(
                         name=f"{name}{n}",
                         concurrency=THREADS,
+                        queues=(queue if n == 0 else image_queue(queue)) if split else None,
                         extra_env={
                             **simulator.worker_env(),
                             "CELERY_DEFAULT_QUEUE": queue,
@@ -110,6 +117,8 @@ def timed(user, model: ApiModel, images: int, latency: float, *, simulate: bool 
 def burst(user, model: ApiModel, jobs: int, images: int, latency: float, *, simulate: bool = True):
     params = {"simulate": {"latency": latency}} if simulate else {}
     start = time.perf_counter()
+    global start_of_burst
+    start_of_burst = timezone.now()
     created = [
         job_create(user=user, model=model, prompt=f"burst {n} {uuid.uuid4().hex[:6]}", images=images, params=params)
         for n in range(jobs)
@@ -153,10 +162,33 @@ def section_overhead(user, simulator: Simulator) -> None:
         row("fal worst median over L", f"{worst * 1000:.0f} ms", "<= 150 ms", worst <= 0.150)
 
 
-def section_burst(user, simulator: Simulator) -> None:
-    print("100 x4 offline jobs at once on 2 workers (8 threads each), L = 1 s:")
+start_of_burst = None
+
+
+def print_timeline(since) -> None:
+    """Where a burst's time went: each step's p50 and max, in seconds after the first job was created."""
+
+    def spread(label: str, stamps: list) -> None:
+        offsets = sorted((stamp - since).total_seconds() for stamp in stamps if stamp)
+        if offsets:
+            p50, most = offsets[len(offsets) // 2], offsets[-1]
+            print(f"    {label:<34} p50 {p50:6.2f} s  max {most:6.2f} s  ({len(offsets)})")
+
+    jobs = GenerationJob.objects.filter(created_at__gte=since)
+    requests = ProviderRequest.objects.filter(job__in=jobs)
+    print("  timeline (seconds after the first job was created):")
+    spread("job created", list(jobs.values_list("created_at", flat=True)))
+    spread("dispatched (job started)", list(jobs.values_list("started_at", flat=True)))
+    spread("submit sent", list(requests.values_list("sent_at", flat=True)))
+    spread("image stored", list(WorkspaceAsset.objects.filter(job__in=jobs).values_list("created_at", flat=True)))
+    spread("job finished", list(jobs.values_list("finished_at", flat=True)))
+
+
+def section_burst(user, simulator: Simulator, *, split: bool = True) -> None:
+    layout = "one on the default queue, one on the image queue" if split else "each on both queues"
+    print(f"100 x4 offline jobs at once on 2 workers (8 threads each; {layout}), L = 1 s:")
     model = offline_model("bench/lean-burst")
-    with workers(simulator, 2, "lean-burst"):
+    with workers(simulator, 2, "lean-burst", split=split):
         timed(user, model, 4, 0.0)  # warm
         before = sessions_opened()
         wall, waits = burst(user, model, 100, 4, 1.0)
@@ -178,6 +210,7 @@ def section_burst(user, simulator: Simulator) -> None:
     waits.sort()
     p50 = waits[len(waits) // 2] if waits else float("nan")
     print(f"  (wait before dispatch: p50 {p50 * 1000:.0f} ms, max {max(waits) * 1000:.0f} ms)")
+    print_timeline(start_of_burst)
 
 
 def section_gemini(user, simulator: Simulator) -> None:
@@ -228,7 +261,13 @@ def main() -> None:
     print(f"issue 9, worker rows; one run, {os.cpu_count()} CPUs, {settings.DATABASES['default']['ENGINE']}")
     unlimited = {"job": 0, "upload": 0}
     with Simulator() as simulator, override_settings(**simulator.settings_overrides(), USER_RATE_LIMITS=unlimited):
-        for name, section in (("overhead", section_overhead), ("burst", section_burst), ("gemini", section_gemini)):
+        for name, section in (
+            ("overhead", section_overhead),
+            ("burst", section_burst),
+            # Not run by default: the same burst with both workers on both queues, to compare.
+            ("burst-shared", lambda user, simulator: section_burst(user, simulator, split=False)),
+            ("gemini", section_gemini),
+        ):
             if name in chosen:
                 section(user, simulator)
     if "memory" in chosen:

@@ -7,7 +7,11 @@ never import each other. `send` is the seam tests patch.
 
 Outside a transaction (a task's follow-up) on_commit runs at once. Every countdown comes from
 runs._countdown, capped by settings.PIPELINE_MAX_COUNTDOWN far below the broker's visibility
-timeout. The tasks' acks_late and the queue (the app's default) are the tasks' and the app's own.
+timeout. The tasks' acks_late are the tasks' own. Dispatch, submit, cancel and the sweeps go to
+the app's default queue; the steps that bring images back (IMAGE_TASKS: a poll or webhook that
+finds them ready downloads, decodes, thumbnails and stores them) go to its image queue
+(generation.queues.image_queue), so a burst of image work never holds up the dispatch of new jobs
+on a worker that consumes only the default queue (the Procfile's `worker`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 
+from generation.queues import image_queue
 from studio.celery import app
 
 if TYPE_CHECKING:
@@ -39,13 +44,18 @@ BATCH_CANCEL = "generation.tasks.batch_cancel_task"
 # Runs on the GPU worker only: settings.CELERY_TASK_ROUTES sends it to the "gpu" queue.
 GPU_BATCH = "generation.tasks.gpu_batch_task"
 
+# The steps whose work is images: sent to the image queue (generation.queues.image_queue).
+IMAGE_TASKS = frozenset({POLL, WEBHOOK, RECOVER, BATCH_POLL})
+
 # The step a runs.Next asks for, by its action; "done" asks for nothing.
 _FOLLOW_UPS = {"submit": SUBMIT, "poll": POLL}
 
 
 def send(task: str, object_id: str, *, countdown: float | None = None) -> None:
     """Publish one message now; called at commit by the functions below."""
-    app.send_task(task, (object_id,), countdown=countdown, ignore_result=True)
+    # The default queue is read from the app at each send: tests and benches switch it.
+    queue = image_queue(app.conf.task_default_queue) if task in IMAGE_TASKS else None
+    app.send_task(task, (object_id,), countdown=countdown, ignore_result=True, queue=queue)
 
 
 def after_commit(task: str, object_id: uuid.UUID | str, **options: float) -> None:

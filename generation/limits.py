@@ -9,6 +9,11 @@ A 429 from a provider sets a cool-down that holds every worker back until its Re
 A provider's rate (calls per second) is a token bucket as GCRA computes it: a burst of up to `rate`
 calls goes at once and the next ones follow one every 1/rate s, where a fixed one-second window
 would hold the 11th call of a burst of 12 until the next second began.
+
+A holder may hand its lease on instead of releasing it (hand_over): the lease then names the next
+request, whose submit adopts it (provider_slot), so a slot freed by a synchronous call goes to the
+oldest waiter and no newcomer can take it in between. A handed lease nobody adopts lapses within
+LEASE_SECONDS, as a killed holder's does.
 """
 
 from __future__ import annotations
@@ -166,16 +171,19 @@ def provider_slot(provider: str, holder: str = "") -> Iterator[bool]:
 
     `holder` (a ProviderRequest id) is recorded in the lease for submit_in_flight().
     """
+    # The start time tells waiters when this slot is likely to free (slot_free_in).
+    token = _token(holder)
+    held = _adopt(provider, holder, token) if holder else None
     if cooldown_remaining(provider) > 0 or not _rate_ok(provider):
+        if held is not None:
+            _release(held, token)
         yield False
         return
-    # The start time tells waiters when this slot is likely to free (slot_free_in).
-    token = f"{holder}:{time.time():.3f}:{uuid.uuid4().hex}"
-    held = None
-    for key in _lease_keys(provider):
-        if cache.add(key, token, timeout=LEASE_SECONDS):
-            held = key
-            break
+    if held is None:
+        for key in _lease_keys(provider):
+            if cache.add(key, token, timeout=LEASE_SECONDS):
+                held = key
+                break
     if held is None:
         yield False
         return
@@ -185,6 +193,56 @@ def provider_slot(provider: str, holder: str = "") -> Iterator[bool]:
     finally:
         _renewer.discard(held)
         _release(held, token)
+
+
+# The last part of a handed lease's value, where a held one has its random part: a lease handed to
+# a request is told from one that request holds already (a second delivery of its step must not
+# adopt or give back the lease its first delivery is calling under).
+HANDED = "handed"
+
+
+def _token(holder: str, end: str = "") -> str:
+    return f"{holder}:{time.time():.3f}:{end or uuid.uuid4().hex}"
+
+
+def _handed_to(provider: str, holder: str, *, handed: bool = True) -> tuple[str, str] | None:
+    """The lease (key, value) handed to `holder` (or, `handed` False, the one it holds)."""
+    prefix = f"{holder}:"
+    for key, value in cache.get_many(_lease_keys(provider)).items():
+        value = str(value)
+        if value.startswith(prefix) and value.endswith(f":{HANDED}") == handed:
+            return key, value
+    return None
+
+
+def _adopt(provider: str, holder: str, token: str) -> str | None:
+    """Take over a lease handed to `holder` (hand_over) under `token`; its key, or None."""
+    handed = _handed_to(provider, holder)
+    if handed is None:
+        return None
+    # Only `holder` adopts a lease that names it, so nobody else writes this key meanwhile.
+    cache.set(handed[0], token, timeout=LEASE_SECONDS)
+    return handed[0]
+
+
+def hand_over(provider: str, holder: str, to_holder: str) -> bool:
+    """Hand the lease `holder` holds (inside provider_slot) to `to_holder`, whose next
+    provider_slot adopts it, instead of releasing it when the call ends. False when `holder`
+    holds none (it lapsed): `to_holder` then competes for a slot as usual."""
+    held = _handed_to(provider, holder, handed=False)
+    if held is None:
+        return False
+    _renewer.discard(held[0])
+    # Its start is now: waiters count the next call from here (slot_free_in).
+    cache.set(held[0], _token(to_holder, HANDED), timeout=LEASE_SECONDS)
+    return True
+
+
+def give_back(provider: str, holder: str) -> None:
+    """Release a lease handed to `holder` that it will not use (its job was canceled meanwhile)."""
+    handed = _handed_to(provider, holder)
+    if handed is not None:
+        _release(*handed)
 
 
 def _release(key: str, token: str) -> None:

@@ -11,15 +11,29 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+
 from generation import heartbeat
 from studio.celery import app
 
 logger = logging.getLogger(__name__)
 
 
+def image_queue(default: str | None = None) -> str:
+    """The queue of image work (generation.enqueue.IMAGE_TASKS) beside the default queue `default`
+    (the app's when not given)."""
+    return (default or app.conf.task_default_queue) + settings.IMAGE_QUEUE_SUFFIX
+
+
+def worker_queues(default: str | None = None) -> list[str]:
+    """What a worker that does everything consumes: the default queue and its image queue."""
+    default = default or app.conf.task_default_queue
+    return [default, image_queue(default)]
+
+
 def queue_names() -> list[str]:
-    """The app's default queue and every queue a worker said it consumes, sorted."""
-    names = {app.conf.task_default_queue}
+    """The app's default and image queues and every queue a worker said it consumes, sorted."""
+    names = set(worker_queues())
     for worker in heartbeat.workers_seen():
         names.update(worker.queues)
     return sorted(name for name in names if name)

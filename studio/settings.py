@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from studio.env import env_bool, env_float, env_int, env_int_suffixed, env_list, env_pair, env_secret, env_str
 
@@ -225,6 +226,15 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 # may be delivered again after the visibility timeout; every task is idempotent.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "studio")
+# Image work (a poll or webhook that downloads, decodes, thumbnails and stores a provider's images)
+# goes to the default queue's name plus this (generation.enqueue.IMAGE_TASKS), so it never holds up
+# dispatch on a worker that consumes only the default queue (the Procfile's `worker` and
+# `worker-images`). A worker started without --queues consumes both.
+IMAGE_QUEUE_SUFFIX = "-images"
+CELERY_TASK_QUEUES = [
+    Queue(CELERY_TASK_DEFAULT_QUEUE, routing_key=CELERY_TASK_DEFAULT_QUEUE),
+    Queue(CELERY_TASK_DEFAULT_QUEUE + IMAGE_QUEUE_SUFFIX, routing_key=CELERY_TASK_DEFAULT_QUEUE + IMAGE_QUEUE_SUFFIX),
+]
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

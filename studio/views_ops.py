@@ -73,13 +73,28 @@ def _queue_depths() -> tuple[dict[str, int], str]:
         return {}, f"The broker did not answer: {exc}"
 
 
+def _queue_rows(depths: dict[str, int], workers: list) -> list[dict[str, Any]]:
+    """Each queue with its depth and how many live workers consume it: image work waits forever on
+    an image queue no worker consumes (the Procfile's `worker-images`)."""
+    return [
+        {
+            "name": name,
+            "depth": depth,
+            "workers": sum(name in worker.queues for worker in workers),
+            "images": name == queues.image_queue(),
+        }
+        for name, depth in depths.items()
+    ]
+
+
 def _live_context() -> dict[str, Any]:
     depths, queue_error = _queue_depths()
+    workers = heartbeat.workers_seen()
     return {
-        "workers": heartbeat.workers_seen(),
+        "workers": workers,
+        "queue_rows": _queue_rows(depths, workers),
         "gpu_workers": heartbeat.gpu_workers(),
         "sweep_age": heartbeat.last_sweep_age(),
-        "depths": depths,
         "queue_error": queue_error,
         "providers": _provider_rows(),
         "stuck": list(ops.stuck_jobs()),

@@ -12,6 +12,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from generation.queues import worker_queues
+
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts"))
 
 
@@ -29,7 +31,8 @@ def start_worker(
     queues: str | None = None,
     pool: str = "threads",
 ):
-    """Start `celery worker` on this run's queue (or `queues`), pointed at the test database; wait until ready."""
+    """Start `celery worker` on this run's queue and its image queue (or `queues`), pointed at the
+    test database; wait until ready."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_path = ARTIFACTS / f"celery-{name}.log"
     env = {
@@ -53,7 +56,7 @@ def start_worker(
             "--concurrency",
             str(concurrency),
             "--queues",
-            queues or settings.CELERY_TASK_DEFAULT_QUEUE,
+            queues or ",".join(worker_queues(settings.CELERY_TASK_DEFAULT_QUEUE)),
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

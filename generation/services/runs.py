@@ -73,6 +73,9 @@ class Next:
 
     action: str = "done"  # "done" | "submit" | "poll"
     countdown: float = 0.0
+    # A poll the learnt schedule expects to find the request done any moment (request_poll may
+    # take it within its own task rather than as a message of its own).
+    imminent: bool = False
 
 
 DONE = Next()
@@ -93,6 +96,17 @@ def _countdown(seconds: float) -> float:
     return round(max(0.0, min(float(seconds), settings.PIPELINE_MAX_COUNTDOWN)), 3)
 
 
+# Follow-up polls the learnt schedule places this close together run in the same task, for at most
+# INLINE_POLL_SECONDS in all: a poll as a task of its own costs a broker round trip and the
+# countdown's imprecision (tens of ms each) just when the request is about to finish. The task
+# holds its image-queue thread for that long at most (generation.enqueue.IMAGE_TASKS).
+# Within the task the looks come every INLINE_POLL_GAP at most (a status GET costs a few ms), not
+# at the schedule's growing gaps, which are sized for a task each.
+INLINE_POLL_MAX_GAP = 0.15
+INLINE_POLL_SECONDS = 0.6
+INLINE_POLL_GAP = 0.04
+
+
 def _schedule(request_id: uuid.UUID, step: Next, *, due_in: float | None = None) -> Next:
     """Record when `step` is due (the sweeper re-drives it when it is overdue) and return it with
     a countdown the broker can carry. `due_in` may be longer than any countdown (a provider's
@@ -101,7 +115,7 @@ def _schedule(request_id: uuid.UUID, step: Next, *, due_in: float | None = None)
     ProviderRequest.objects.filter(pk=request_id).update(
         due_at=timezone.now() + timedelta(seconds=wait), updated_at=timezone.now()
     )
-    return Next(step.action, _countdown(wait))
+    return Next(step.action, _countdown(wait), step.imminent)
 
 
 def _not_yet_due(request: ProviderRequest) -> float:
@@ -274,12 +288,14 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
     job = request.job
     if job.status not in ACTIVE_JOB_STATUSES:
         _request_close(request, RequestStatus.CANCELED)
+        limits.give_back(request.provider, str(request.pk))
         return DONE
     if request.status == RequestStatus.SUBMITTED and request.external_id:
         return Next("poll", 0)  # a duplicate delivery: resume waiting, never create twice
     if request.status != RequestStatus.PENDING:
         return DONE
     if _route_away(request):
+        limits.give_back(request.provider, str(request.pk))
         return DONE
 
     # The lease names this request while the call runs: the sweeper tells a submit in flight from
@@ -301,27 +317,35 @@ def request_submit(request_id: uuid.UUID | str) -> Next:
         try:
             result = _provider_call(request, "submit", lambda: provider.submit(build_request(request, job)))
         except ProviderError as exc:
+            if not provider.asynchronous and exc.status_code != 429:
+                _hand_over_slot(request)  # a 429 holds everyone back (_request_error): no hand-over
             return _request_error(request, exc)
         if result.external_id:
             # Before the lease goes: from here on a crash costs a poll, not a lost generation.
             _save_provider_id(request, result)
         # How long the slot was held, for the waiters' estimate of when one frees (_slot_wait).
         poll_schedule.record_duration(request.model_id, time.monotonic() - held_since, poll_schedule.CALL)
-    if not provider.asynchronous:
-        _hand_over_slot(request.provider)
+        if not provider.asynchronous:
+            # Before the images are stored: the next call need not wait for that.
+            _hand_over_slot(request)
     return _request_progress(request, result)
 
 
-def _hand_over_slot(provider: str) -> None:
-    """The slot a synchronous call held for seconds is free: send the oldest request waiting for
-    one now, rather than let it find out at its estimate. Its own delayed step still comes, finds
-    it sent and does nothing. A request waiting out a provider's error (its error is set) is left
-    to its backoff."""
+def _hand_over_slot(request: ProviderRequest) -> None:
+    """The slot a synchronous call held for seconds is done: hand its lease to the oldest request
+    waiting for one and send that now (limits.hand_over), rather than release it for whoever asks
+    first, so a waiter is never refused a slot that freed for it. Its own delayed step (the
+    backstop, _slot_wait) still comes, finds it sent and does nothing. A request waiting out a
+    provider's error (its error is set) is left to its backoff. With no waiter the lease is
+    released as usual when the call's provider_slot ends."""
     now = timezone.now()
-    waiting = ProviderRequest.objects.filter(provider=provider, status=RequestStatus.PENDING, error="", due_at__gt=now)
+    waiting = ProviderRequest.objects.filter(
+        provider=request.provider, status=RequestStatus.PENDING, error="", due_at__gt=now
+    )
     for request_id in waiting.order_by("created_at").values_list("pk", flat=True)[:2]:
         # Conditional: of two workers releasing at once, each wakes a different waiter.
         if ProviderRequest.objects.filter(pk=request_id, due_at__gt=now).update(due_at=now, updated_at=now):
+            limits.hand_over(request.provider, str(request.pk), str(request_id))
             enqueue.submit([request_id])
             return
 
@@ -345,6 +369,11 @@ def _slot_wait(request: ProviderRequest) -> float:
         due_at__gt=timezone.now() - timedelta(seconds=settings.SWEEP_GRACE_SECONDS),
     ).count()
     free_in = limits.slot_free_in(request.provider, ahead + 1, call_seconds)
+    if not get_provider(request.model).asynchronous:
+        # A synchronous call hands its slot to the oldest waiter when it ends (_hand_over_slot):
+        # this step is only the backstop (a lost hand-over, a holder that died), a whole call
+        # after the expected release so that it does not race the hand-over and be refused.
+        free_in += call_seconds
     # A little after the expected release, so the slot is free when the step runs; never 0, so a
     # rate-limited provider is not asked in a tight loop.
     return max(SLOT_MIN_WAIT_SECONDS, free_in + SLOT_MARGIN_SECONDS)
@@ -390,6 +419,21 @@ def request_poll(request_id: uuid.UUID | str, *, now_anyway: bool = False) -> Ne
     wait = 0.0 if now_anyway else _not_yet_due(request)
     if wait:
         return Next("poll", _countdown(wait))  # a long Retry-After: not yet
+    deadline = time.monotonic() + INLINE_POLL_SECONDS
+    while True:
+        step = _poll_once(request, job)
+        if (
+            now_anyway
+            or not step.imminent
+            or step.countdown > INLINE_POLL_MAX_GAP
+            or time.monotonic() + step.countdown > deadline
+        ):
+            return step
+        time.sleep(min(step.countdown, INLINE_POLL_GAP))
+        request.polls += 1
+
+
+def _poll_once(request: ProviderRequest, job: GenerationJob) -> Next:
     ProviderRequest.objects.filter(pk=request.pk).update(polls=F("polls") + 1, updated_at=timezone.now())
     provider = get_provider(request.model)
     try:
@@ -464,7 +508,8 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         if webhook_url_for(request):
             # The webhook announces the end; polling is only the safety net if it never comes.
             interval = max(interval, WEBHOOK_POLL_SECONDS)
-        return _schedule(request.pk, Next("poll"), due_in=interval)
+        imminent = result.poll_after is None and _finish_expected_by(request, interval)
+        return _schedule(request.pk, Next("poll", imminent=imminent), due_in=interval)
     if result.status == ResultStatus.SUCCEEDED and request.sent_at and get_provider(request.model).asynchronous:
         # A failure may come back at once: only a finished image teaches how long the model takes.
         seconds = (timezone.now() - request.sent_at).total_seconds()
@@ -477,6 +522,15 @@ def _request_progress(request: ProviderRequest, result: ProviderResult) -> Next:
         request.external_id = result.external_id
     request_apply_result(request, result)
     return DONE
+
+
+def _finish_expected_by(request: ProviderRequest, interval: float) -> bool:
+    """Whether the model's learnt duration says the request finishes by its next poll."""
+    expected = poll_schedule.expected_seconds(request.model_id)
+    if expected is None or request.sent_at is None:
+        return False
+    elapsed = (timezone.now() - request.sent_at).total_seconds()
+    return elapsed + interval >= expected - poll_schedule.LEAD_SECONDS
 
 
 def _poll_in(request: ProviderRequest) -> float:

@@ -20,7 +20,7 @@ register = template.Library()
 
 _IMAGE = (
     '<figure class="tile" data-index="{index}"><a class="tile-image" href="{file}" target="_blank">'
-    '<img src="{thumbnail}" alt="Image {n}" width="{width}" height="{height}" loading="lazy"></a>'
+    '<img src="{thumbnail}" alt="Image {n}" width="{width}" height="{height}" loading="{loading}"></a>'
     '<div class="tile-corner"><a href="{file}?download=1" aria-label="Download image {n}">↓</a>'
     '<button name="delete" value="{hex}" aria-label="Delete image {n}" data-confirm{confirm}>×</button></div>{shot}'
     '<figcaption class="tile-actions"><button name="use1" value="{hex}" aria-label="Use as ref 1">Ref 1</button>'
@@ -49,7 +49,7 @@ _DELETED = (
 )
 
 
-def _tile(cell: Cell, lock: str, portraits: dict[str, str]) -> str:
+def _tile(cell: Cell, lock: str, portraits: dict[str, str], loading: str) -> str:
     asset, urls = cell.asset, cell.urls
     if asset is not None and urls is not None:
         portrait = portraits.get(str(asset.pk))
@@ -67,6 +67,7 @@ def _tile(cell: Cell, lock: str, portraits: dict[str, str]) -> str:
             lock=lock,
             confirm=confirm,
             shot=shot,
+            loading=loading,
         )
     if cell.is_waiting:
         return _WAITING.format(n=int(cell.number))
@@ -81,5 +82,8 @@ def _tile(cell: Cell, lock: str, portraits: dict[str, str]) -> str:
 def tiles(card: JobCard, has_character: bool, portraits: dict[str, str] | None = None) -> SafeString:
     """`portraits`: which character each locked portrait belongs to (studio.selectors.portraits_by_asset)."""
     lock = "" if has_character else _LOCK_DISABLED
-    cells = (_tile(cell, lock, portraits or {}) for cell in card.cells)
+    # A running card's images are the ones being waited for, each arriving on its own (studio.live):
+    # fetched at once, not after the lazy loader's visibility check; the gallery's others stay lazy.
+    loading = "eager" if card.is_active else "lazy"
+    cells = (_tile(cell, lock, portraits or {}, loading) for cell in card.cells)
     return mark_safe("\n".join(cells))  # noqa: S308 - ids, numbers, URLs and escaped names only

@@ -19,17 +19,31 @@ def test_every_name_it_sends_to_is_a_registered_task(name):
     assert app.tasks[name].acks_late and app.tasks[name].reject_on_worker_lost
 
 
-def test_a_message_goes_to_the_default_queue_the_app_has_now():
+def _published(task: str, **options):
     previous = app.conf.task_default_queue
     app.conf.CELERY_TASK_DEFAULT_QUEUE = "enqueue-test"
     try:
         with mock.patch.object(app.amqp, "send_task_message") as publish:
-            enqueue.send(enqueue.POLL, "r1", countdown=2.5)
+            enqueue.send(task, "r1", **options)
     finally:
         app.conf.CELERY_TASK_DEFAULT_QUEUE = previous
-    (_producer, name, message), options = publish.call_args
-    assert name == enqueue.POLL and options["queue"].name == "enqueue-test"
+    (_producer, name, message), sent = publish.call_args
+    assert name == task
+    return sent["queue"].name, message
+
+
+@pytest.mark.parametrize("task", [enqueue.DISPATCH, enqueue.SUBMIT, enqueue.CANCEL])
+def test_a_message_goes_to_the_default_queue_the_app_has_now(task):
+    queue, message = _published(task, countdown=2.5)
+    assert queue == "enqueue-test"
     assert message.headers["argsrepr"] == "('r1',)" and message.headers["eta"] is not None
+
+
+@pytest.mark.parametrize("task", sorted(enqueue.IMAGE_TASKS))
+def test_image_work_goes_to_the_image_queue_beside_it(task):
+    # A burst of image work must not hold up dispatch on a worker of the default queue.
+    queue, _message = _published(task)
+    assert queue == "enqueue-test-images"
 
 
 def test_it_sends_only_after_the_commit(db, enqueued, django_capture_on_commit_callbacks):

@@ -91,3 +91,48 @@ def test_a_rate_lets_a_burst_of_rate_calls_go_at_once_then_one_every_interval(ba
     # Sustained, it is 10 a second: after a quiet second the whole burst is back.
     time.sleep(1.05)
     assert sum(limits.take_rate_token(name, 10) for _ in range(12)) == 10
+
+
+def test_a_handed_lease_goes_to_the_named_waiter_not_to_a_newcomer():
+    with limits.provider_slot(PROVIDER, holder="req-1") as got:
+        assert got is True
+        assert limits.hand_over(PROVIDER, "req-1", "req-2")
+    # The call ended, but its slot was handed on, not released: nobody else gets it.
+    with limits.provider_slot(PROVIDER, holder="req-3") as newcomer:
+        assert newcomer is False
+    with limits.provider_slot(PROVIDER, holder="req-2") as waiter:
+        assert waiter is True
+        assert limits.submit_in_flight(PROVIDER, "req-2")
+        # A second delivery of the waiter's step neither adopts nor gives back the lease in use.
+        limits.give_back(PROVIDER, "req-2")
+        assert limits.submit_in_flight(PROVIDER, "req-2")
+    with limits.provider_slot(PROVIDER, holder="req-3") as newcomer:
+        assert newcomer is True
+
+
+def test_a_handed_lease_its_waiter_will_not_use_is_given_back_or_lapses():
+    with limits.provider_slot(PROVIDER, holder="req-1"):
+        limits.hand_over(PROVIDER, "req-1", "req-2")
+    limits.give_back(PROVIDER, "req-2")  # its job was canceled meanwhile
+    with limits.provider_slot(PROVIDER) as got:
+        assert got is True
+    with limits.provider_slot(PROVIDER, holder="req-1"):
+        limits.hand_over(PROVIDER, "req-1", "req-4")
+    time.sleep(1.3)  # req-4's step never came: the lease lapses like a killed holder's
+    with limits.provider_slot(PROVIDER) as got:
+        assert got is True
+
+
+def test_a_waiter_under_a_cool_down_gives_its_handed_lease_back():
+    with limits.provider_slot(PROVIDER, holder="req-1"):
+        limits.hand_over(PROVIDER, "req-1", "req-2")
+    limits.cooldown(PROVIDER, 5)
+    with limits.provider_slot(PROVIDER, holder="req-2") as got:
+        assert got is False
+    cache.delete(f"cooldown:{PROVIDER}")
+    with limits.provider_slot(PROVIDER, holder="req-3") as got:
+        assert got is True
+
+
+def test_hand_over_without_a_held_lease_says_so():
+    assert not limits.hand_over(PROVIDER, "req-1", "req-2")

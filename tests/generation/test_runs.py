@@ -316,6 +316,49 @@ def test_a_pending_poll_is_next_due_just_before_the_models_learnt_finish(job):
     assert 1.5 <= step.countdown <= 2.4 - poll_schedule.LEAD_SECONDS - 0.5 + 0.01
 
 
+def test_a_poll_expecting_the_finish_any_moment_looks_again_within_its_task(job):
+    from generation import poll_schedule
+    from generation.providers.base import GeneratedImage
+    from tests.factories import png_bytes
+
+    class DoneOnThirdLook(Queued):
+        looks = 0
+
+        def poll(self, request, external_id, handles):
+            self.looks += 1
+            if self.looks < 3:
+                return super().poll(request, external_id, handles)
+            return ProviderResult(status=ResultStatus.SUCCEEDED, images=[GeneratedImage(data=png_bytes())] * 2)
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    poll_schedule.record_duration(request.model_id, 1.0)
+    submitted_seconds_ago(request, 1.0)  # due now: each next look is ~50 ms away
+    provider = DoneOnThirdLook()
+    with mock.patch("generation.services.runs.get_provider", return_value=provider):
+        step = runs.request_poll(request.pk)
+    cache.delete(poll_schedule._key(request.model_id))
+
+    # No poll task per look: one task looked three times and stored the images.
+    assert step == runs.DONE and provider.looks == 3
+    request.refresh_from_db()
+    assert request.status == "succeeded" and request.polls == 3
+
+
+def test_a_poll_far_from_the_learnt_finish_is_left_to_its_own_task(job):
+    from generation import poll_schedule
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    poll_schedule.record_duration(request.model_id, 5.0)
+    submitted_seconds_ago(request, 0.2)
+    provider = mock.Mock(wraps=Queued(), asynchronous=True)
+    with mock.patch("generation.services.runs.get_provider", return_value=provider):
+        step = runs.request_poll(request.pk)
+    cache.delete(poll_schedule._key(request.model_id))
+    assert step.action == "poll" and step.countdown > 4 and provider.poll.call_count == 1
+
+
 def test_a_pending_polls_retry_after_wins_over_the_schedule(job):
     request = first_request(job)
     submitted_seconds_ago(request, 0.5)
@@ -369,6 +412,19 @@ def test_a_submit_refused_a_slot_waits_until_one_is_expected_to_free(job, settin
     assert 3.0 - 0.2 <= step.countdown <= 3.0 + runs.SLOT_MARGIN_SECONDS + 0.05
 
 
+def test_a_synchronous_providers_waiter_backs_its_hand_over_up_a_whole_call_later(job, settings):
+    """Its slot comes by hand-over when the held call ends; its own step is the backstop and must
+    not race the hand-over (and be refused) at the expected release."""
+    settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
+    blocking = mock.Mock(asynchronous=False)
+    with mock.patch("generation.services.runs.get_provider", return_value=blocking):
+        blocking.is_configured.return_value = True
+        step = submit_while_the_slot_is_held(first_request(job), 3.0)
+
+    assert step.action == "submit"
+    assert 6.0 - 0.2 <= step.countdown <= 6.0 + runs.SLOT_MARGIN_SECONDS + 0.05
+
+
 def test_a_submit_refused_a_slot_of_an_untimed_provider_tries_again_soon(job, settings):
     settings.PROVIDER_CONCURRENCY = {**settings.PROVIDER_CONCURRENCY, "offline": 1}
     step = submit_while_the_slot_is_held(first_request(job), None)
@@ -419,3 +475,6 @@ def test_a_synchronous_call_hands_its_slot_to_the_oldest_waiter_when_it_ends(
     assert sent == [("generation.tasks.request_submit_task", str(waiters[0].pk))]
     waiters[0].refresh_from_db()
     assert waiters[0].due_at <= timezone.now()
+    # Its lease went with it: no newcomer can take the slot before the waiter's step comes.
+    assert limits._handed_to("offline", str(waiters[0].pk)) is not None
+    limits.give_back("offline", str(waiters[0].pk))

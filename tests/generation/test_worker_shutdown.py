@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from generation.models import CreditLedger, GenerationJob, JobStatus, ProviderRequest
+from generation.queues import image_queue
 from generation.services.jobs import job_create
 from studio.celery import app as celery_app
 from studio.models import WorkspaceAsset
@@ -42,8 +43,9 @@ def own_queue():
             yield queue
     finally:
         celery_app.conf.CELERY_TASK_DEFAULT_QUEUE = previous
-        with suppress(Exception), celery_app.connection_for_write() as conn:
-            conn.default_channel.queue_purge(queue)
+        for name in (queue, image_queue(queue)):
+            with suppress(Exception), celery_app.connection_for_write() as conn:
+                conn.default_channel.queue_purge(name)
 
 
 def worker_on(queue: str, name: str):
@@ -109,8 +111,9 @@ def test_sigterm_hands_back_the_poll_it_holds_and_the_next_worker_finishes_the_j
         assert first.wait(timeout=15) == 0  # a clean, warm shutdown
     finally:
         stop_worker(first)
-    # The poll it held for its countdown is back on the queue, for whichever worker comes next.
-    assert messages_waiting(own_queue) == 1
+    # The poll it held for its countdown is back on its queue (the image queue: polls bring the
+    # images back), for whichever worker comes next.
+    assert messages_waiting(image_queue(own_queue)) == 1
     job.refresh_from_db()
     assert job.status == JobStatus.RUNNING and job.succeeded_count == 0
 

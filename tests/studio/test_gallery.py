@@ -136,6 +136,19 @@ def test_a_full_page_of_images_stays_light_with_every_button_and_its_size(alice_
     assert len(cards.encode()) / len(assets) < 1300
 
 
+def test_a_running_cards_images_load_at_once_the_others_lazily(alice_client, alice, model):
+    from generation.models import JobStatus
+
+    done = make_job(alice, model, images=1)
+    running = make_job(alice, model, images=2, pending=(1,), status=JobStatus.RUNNING)
+    html = alice_client.get(reverse("studio:home")).content.decode()
+    [done_asset] = WorkspaceAsset.objects.filter(job=done)
+    [running_asset] = WorkspaceAsset.objects.filter(job=running)
+    # The image being waited for is fetched as soon as it arrives, not after a visibility check.
+    assert re.search(rf'<img src="/assets/{running_asset.pk}/thumbnail"[^>]* loading="eager"', html)
+    assert re.search(rf'<img src="/assets/{done_asset.pk}/thumbnail"[^>]* loading="lazy"', html)
+
+
 def test_deleting_a_locked_portrait_asks_first_naming_its_character(alice_client, alice, model):
     job = make_job(alice, model, images=2)
     portrait = job.assets.get(batch_index=0)

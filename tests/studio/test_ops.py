@@ -91,6 +91,14 @@ class TestSections:
             html = staff_client.get(OPS).content.decode()
         assert "<td>studio</td><td>12</td>" in html and "<td>io</td><td>0</td>" in html
 
+    def test_it_says_which_queue_no_worker_consumes(self, staff_client):
+        images = queues.image_queue()
+        heartbeat.record_worker(hostname="celery@box-1", queues=[queues.worker_queues()[0]], running=0, pid=11)
+        with mock.patch("generation.queues.queue_depths", return_value={queues.worker_queues()[0]: 0, images: 40}):
+            html = staff_client.get(OPS).content.decode()
+        assert f'<td>{images}</td><td>40</td><td><span class="is-bad">none: start the Procfile\'s' in html
+        assert f"<td>{queues.worker_queues()[0]}</td><td>0</td><td>1</td>" in html
+
     def test_it_still_renders_when_the_broker_does_not_answer(self, staff_client):
         with mock.patch("generation.queues.queue_depths", side_effect=ConnectionRefusedError("refused")):
             response = staff_client.get(OPS)
@@ -305,7 +313,8 @@ class TestQueueDepths:
         heartbeat.record_worker(hostname="w1", queues=["studio", "io", "gpu"], running=0, pid=1)
         assert fs_app.conf.broker_url == "filesystem://"
         with mock.patch("generation.queues.app", fs_app):
-            assert queues.queue_depths() == {"gpu": 0, "io": 1, "studio": 3}
+            # The image queue beside the default one is listed even while empty.
+            assert queues.queue_depths() == {"gpu": 0, "io": 1, "studio": 3, "studio-images": 0}
 
     def test_it_reads_the_redis_broker(self):
         from studio.celery import app

@@ -11,6 +11,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from generation.queues import worker_queues
+
 
 class Command(BaseCommand):
     help = (
@@ -56,6 +58,9 @@ def _worker_command(concurrency: int) -> list[str]:
         "threads",
         "--concurrency",
         str(concurrency),
+        # Both the default queue and the image queue: one worker does everything here.
+        "--queues",
+        ",".join(worker_queues()),
         "--schedule",
         str(settings.VAR_DIR / "celerybeat-schedule"),
     ]
