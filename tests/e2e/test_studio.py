@@ -267,6 +267,9 @@ def test_references_come_from_uploads_and_drops_and_bad_files_are_refused(page, 
     generate(page, prompt_where(lambda p: not fails_at(final_prompt(p), 0), stem="drag me"), 1)
     done = wait_until_done(page)
     htmx_idle(page)
+    # The tile and the reference area both on screen, as when a person drags one to the other:
+    # Playwright would otherwise scroll between them mid-drag, and Chromium drops such a drag.
+    page.set_viewport_size({"width": 1360, "height": 1400})
     done.locator(".tile").drag_to(controls.locator("[data-dropzone]"))
     expect(controls.locator('input[name="ref1"]')).to_have_value(str(done_asset_of(done)))
 
