@@ -19,7 +19,7 @@ from studio.job_cards import Cell, JobCard
 register = template.Library()
 
 _IMAGE = (
-    '<figure class="tile" data-index="{index}"><a class="tile-image" href="{file}" target="_blank">'
+    '<figure class="tile"><a class="tile-image" href="{file}" target="_blank">'
     '<img src="{thumbnail}" alt="Image {n}" width="{width}" height="{height}" loading="{loading}"></a>'
     '<div class="tile-corner"><a href="{file}?download=1" aria-label="Download image {n}">↓</a>'
     '<button name="delete" value="{hex}" aria-label="Delete image {n}" data-confirm{confirm}>×</button></div>{shot}'
@@ -57,7 +57,6 @@ def _tile(cell: Cell, lock: str, portraits: dict[str, str], loading: str) -> str
         confirm = _PORTRAIT_CONFIRM.format(n=int(cell.number), name=escape(portrait)) if portrait else ""
         shot = f'<span class="tile-shot">{escape(cell.shot)}</span>' if cell.shot else ""
         return _IMAGE.format(
-            index=int(cell.index),
             n=int(cell.number),
             file=urls.file,
             thumbnail=urls.thumbnail,

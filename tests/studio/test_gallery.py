@@ -62,7 +62,7 @@ def test_jobs_are_newest_first_with_images_in_batch_order(alice_client, alice, m
 
     assert card_ids(html) == [str(newer.pk), str(older.pk)]
     card = html[html.index(f'id="job-{newer.pk}"') :]
-    positions = [card.index(f'data-index="{i}"') for i in range(4)]
+    positions = [card.index(f'alt="Image {i + 1}"') for i in range(4)]
     assert positions == sorted(positions)
 
 
