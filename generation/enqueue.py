@@ -88,9 +88,13 @@ def gpu_batch(request_id: uuid.UUID | str) -> None:
 
 def follow(request_id: uuid.UUID | str, step: Next) -> None:
     """Schedule what a step answered: submit again or poll after its countdown, or nothing."""
-    task = _FOLLOW_UPS.get(step.action)
+    _follow(_FOLLOW_UPS, request_id, step)
+
+
+def _follow(tasks: dict[str, str], object_id: uuid.UUID | str, step: Next) -> None:
+    task = tasks.get(step.action)
     if task is not None:
-        after_commit(task, request_id, countdown=step.countdown)
+        after_commit(task, object_id, countdown=step.countdown)
 
 
 def sweep(plan: SweepPlan) -> None:
@@ -144,9 +148,7 @@ def training_cancel(training_id: uuid.UUID | str) -> None:
 
 def training_follow(training_id: uuid.UUID | str, step: Next) -> None:
     """A training's next step (services.trainings): submit again or poll after its countdown."""
-    task = _TRAINING_FOLLOW_UPS.get(step.action)
-    if task is not None:
-        after_commit(task, training_id, countdown=step.countdown)
+    _follow(_TRAINING_FOLLOW_UPS, training_id, step)
 
 
 def trainings_sweep(plan: TrainingSweep) -> None:
