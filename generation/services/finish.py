@@ -25,9 +25,15 @@ from models_registry.models import ApiModel
 from studio.models import WorkspaceAsset
 
 
-def slot_succeed(slot_id: int, job_id: uuid.UUID) -> bool:
-    """Mark a slot succeeded once; the job's counter moves only for the update that won."""
-    with transaction.atomic():
+def slot_succeed(
+    slot_id: int, job_id: uuid.UUID, *, provider: str | None = None, owner_id: int | None = None
+) -> bool:
+    """Mark a slot succeeded once; the job's counter moves only for the update that won.
+
+    `provider` (the one that served the image) and `owner_id` spare the store path two reads per
+    image when the caller knows them. Inside the caller's transaction (store.slot_store records
+    the asset and the outcome in one) it adds no savepoint of its own."""
+    with transaction.atomic(savepoint=False):
         won = (
             ImageSlot.objects.filter(pk=slot_id)
             .exclude(status__in=FINAL_SLOT_STATUSES)
@@ -38,7 +44,8 @@ def slot_succeed(slot_id: int, job_id: uuid.UUID) -> bool:
                 succeeded_count=F("succeeded_count") + 1, updated_at=timezone.now()
             )
     if won:
-        events.slot_outcome(job_id=job_id, slot_id=slot_id, provider=_slot_provider(slot_id), outcome="succeeded")
+        provider = provider or _slot_provider(slot_id)
+        events.slot_outcome(job_id=job_id, slot_id=slot_id, provider=provider, outcome="succeeded", owner_id=owner_id)
     return bool(won)
 
 
@@ -78,9 +85,12 @@ def _served_costs(job: GenerationJob) -> dict[str, Decimal]:
     """What the stored images cost by provider, each at the price of the model that made it (a
     fallback model may have served some of them)."""
     served = Counter(WorkspaceAsset.objects.filter(job=job).values_list("metadata__model", "metadata__batch"))
-    keys = [key for key, _ in served if key]
-    models = ApiModel.objects.filter(key__in=keys).values_list("key", "price_per_image", "provider")
-    priced = {key: (price, provider) for key, price, provider in models}
+    keys = {key for key, _ in served if key}
+    priced = {job.model.key: (job.model.price_per_image, job.model.provider)}
+    if keys - set(priced):
+        # A fallback model served some: its own price (the job's model is loaded already).
+        models = ApiModel.objects.filter(key__in=keys).values_list("key", "price_per_image", "provider")
+        priced.update({key: (price, provider) for key, price, provider in models})
     costs: dict[str, Decimal] = {}
     for (key, batch), count in served.items():
         price, provider = priced.get(key, (job.model.price_per_image, job.model.provider))
@@ -119,7 +129,7 @@ def job_finish_if_done(job_id: uuid.UUID) -> str | None:
             status=final,
             succeeded_count=counts["succeeded"],
             failed_count=counts["failed"],
-            errors=job_errors(job_id),
+            errors=job_errors(job_id) if counts["failed"] else [],
             cost=sum(costs.values(), Decimal("0")),
             finished_at=timezone.now(),
             updated_at=timezone.now(),

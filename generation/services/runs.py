@@ -614,8 +614,10 @@ def request_apply_result(request: ProviderRequest, result: ProviderResult) -> No
             work.append((slot, image))
     _store_all(job, work, model=request.model)
     _request_close(request, RequestStatus.SUCCEEDED)
-    served = ImageSlot.objects.filter(job=job, request=request, status=SlotStatus.SUCCEEDED).exists()
-    if served and request.provider != job.provider:
+    if (
+        request.provider != job.provider
+        and ImageSlot.objects.filter(job=job, request=request, status=SlotStatus.SUCCEEDED).exists()
+    ):
         # After a fallback the job names the provider that served its latest images.
         GenerationJob.objects.filter(pk=job.pk).update(provider=request.provider)
     job_finish_if_done(job.pk)
