@@ -25,9 +25,7 @@ from models_registry.models import ApiModel
 from studio.models import WorkspaceAsset
 
 
-def slot_succeed(
-    slot_id: int, job_id: uuid.UUID, *, provider: str | None = None, owner_id: int | None = None
-) -> bool:
+def slot_succeed(slot_id: int, job_id: uuid.UUID, *, provider: str | None = None, owner_id: int | None = None) -> bool:
     """Mark a slot succeeded once; the job's counter moves only for the update that won.
 
     `provider` (the one that served the image) and `owner_id` spare the store path two reads per
