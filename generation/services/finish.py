@@ -99,12 +99,14 @@ def _served_costs(job: GenerationJob) -> dict[str, Decimal]:
     return costs
 
 
-def job_finish_if_done(job_id: uuid.UUID) -> str | None:
+def job_finish_if_done(job_id: uuid.UUID, *, job: GenerationJob | None = None) -> str | None:
     """Close the job when no slot is left to run: succeeded, partial or failed.
 
     The final UPDATE is conditional on the job still being active, so a finished job never moves
     back and only one caller refunds a job where every image failed. Returns the final status
-    when this call closed the job.
+    when this call closed the job. `job`: the caller's copy with its model, spared a read (only
+    its owner, kind, provider, model and creation time are used, none of which the pipeline
+    changes behind it).
     """
     counts = ImageSlot.objects.filter(job_id=job_id).aggregate(
         total=Count("id"),
@@ -120,7 +122,8 @@ def job_finish_if_done(job_id: uuid.UUID) -> str | None:
         final = JobStatus.PARTIAL
     else:
         final = JobStatus.FAILED
-    job = GenerationJob.objects.select_related("model").get(pk=job_id)
+    if job is None or job.pk != job_id:
+        job = GenerationJob.objects.select_related("model").get(pk=job_id)
     costs = _served_costs(job)
     with transaction.atomic():
         closed = GenerationJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(
