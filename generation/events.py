@@ -80,11 +80,13 @@ def job_finished(job: GenerationJob, *, status: str, spend_by_provider: dict[str
     progress.job_changed(job.pk, owner_id=job.owner_id)
 
 
-def slot_outcome(*, job_id: uuid.UUID, slot_id: int, provider: str, outcome: str, error: str = "") -> None:
-    """One image ended: outcome is "succeeded" or "failed"."""
+def slot_outcome(
+    *, job_id: uuid.UUID, slot_id: int, provider: str, outcome: str, error: str = "", owner_id: int | None = None
+) -> None:
+    """One image ended: outcome is "succeeded" or "failed"; `owner_id` spares progress a read."""
     metrics.IMAGES.labels(provider=provider, outcome=outcome).inc()
     _report("slot_" + outcome, job_id=job_id, slot_id=slot_id, provider=provider, outcome=outcome, error=_safe(error))
-    progress.job_changed(job_id)
+    progress.job_changed(job_id, owner_id=owner_id)
 
 
 def image_stored(*, job_id: uuid.UUID, slot_index: int, provider: str, seconds: float, size: int) -> None:

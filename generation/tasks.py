@@ -19,7 +19,12 @@ _TASK = {"ignore_result": True, "acks_late": True, "reject_on_worker_lost": True
 
 @shared_task(**_TASK)
 def job_dispatch_task(job_id: str) -> None:
-    enqueue.submit(runs.job_dispatch(job_id))
+    request_ids = runs.job_dispatch(job_id)
+    # The first request is sent within this task (one broker round trip less before the provider
+    # starts); the others go out first, as tasks of their own, so they run meanwhile.
+    enqueue.submit(request_ids[1:])
+    if request_ids:
+        enqueue.follow(request_ids[0], runs.request_submit(request_ids[0]))
 
 
 @shared_task(**_TASK)

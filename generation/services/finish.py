@@ -25,9 +25,13 @@ from models_registry.models import ApiModel
 from studio.models import WorkspaceAsset
 
 
-def slot_succeed(slot_id: int, job_id: uuid.UUID) -> bool:
-    """Mark a slot succeeded once; the job's counter moves only for the update that won."""
-    with transaction.atomic():
+def slot_succeed(slot_id: int, job_id: uuid.UUID, *, provider: str | None = None, owner_id: int | None = None) -> bool:
+    """Mark a slot succeeded once; the job's counter moves only for the update that won.
+
+    `provider` (the one that served the image) and `owner_id` spare the store path two reads per
+    image when the caller knows them. Inside the caller's transaction (store.slot_store records
+    the asset and the outcome in one) it adds no savepoint of its own."""
+    with transaction.atomic(savepoint=False):
         won = (
             ImageSlot.objects.filter(pk=slot_id)
             .exclude(status__in=FINAL_SLOT_STATUSES)
@@ -38,7 +42,8 @@ def slot_succeed(slot_id: int, job_id: uuid.UUID) -> bool:
                 succeeded_count=F("succeeded_count") + 1, updated_at=timezone.now()
             )
     if won:
-        events.slot_outcome(job_id=job_id, slot_id=slot_id, provider=_slot_provider(slot_id), outcome="succeeded")
+        provider = provider or _slot_provider(slot_id)
+        events.slot_outcome(job_id=job_id, slot_id=slot_id, provider=provider, outcome="succeeded", owner_id=owner_id)
     return bool(won)
 
 
@@ -78,9 +83,12 @@ def _served_costs(job: GenerationJob) -> dict[str, Decimal]:
     """What the stored images cost by provider, each at the price of the model that made it (a
     fallback model may have served some of them)."""
     served = Counter(WorkspaceAsset.objects.filter(job=job).values_list("metadata__model", "metadata__batch"))
-    keys = [key for key, _ in served if key]
-    models = ApiModel.objects.filter(key__in=keys).values_list("key", "price_per_image", "provider")
-    priced = {key: (price, provider) for key, price, provider in models}
+    keys = {key for key, _ in served if key}
+    priced = {job.model.key: (job.model.price_per_image, job.model.provider)}
+    if keys - set(priced):
+        # A fallback model served some: its own price (the job's model is loaded already).
+        models = ApiModel.objects.filter(key__in=keys).values_list("key", "price_per_image", "provider")
+        priced.update({key: (price, provider) for key, price, provider in models})
     costs: dict[str, Decimal] = {}
     for (key, batch), count in served.items():
         price, provider = priced.get(key, (job.model.price_per_image, job.model.provider))
@@ -91,12 +99,14 @@ def _served_costs(job: GenerationJob) -> dict[str, Decimal]:
     return costs
 
 
-def job_finish_if_done(job_id: uuid.UUID) -> str | None:
+def job_finish_if_done(job_id: uuid.UUID, *, job: GenerationJob | None = None) -> str | None:
     """Close the job when no slot is left to run: succeeded, partial or failed.
 
     The final UPDATE is conditional on the job still being active, so a finished job never moves
     back and only one caller refunds a job where every image failed. Returns the final status
-    when this call closed the job.
+    when this call closed the job. `job`: the caller's copy with its model, spared a read (only
+    its owner, kind, provider, model and creation time are used, none of which the pipeline
+    changes behind it).
     """
     counts = ImageSlot.objects.filter(job_id=job_id).aggregate(
         total=Count("id"),
@@ -112,14 +122,15 @@ def job_finish_if_done(job_id: uuid.UUID) -> str | None:
         final = JobStatus.PARTIAL
     else:
         final = JobStatus.FAILED
-    job = GenerationJob.objects.select_related("model").get(pk=job_id)
+    if job is None or job.pk != job_id:
+        job = GenerationJob.objects.select_related("model").get(pk=job_id)
     costs = _served_costs(job)
     with transaction.atomic():
         closed = GenerationJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(
             status=final,
             succeeded_count=counts["succeeded"],
             failed_count=counts["failed"],
-            errors=job_errors(job_id),
+            errors=job_errors(job_id) if counts["failed"] else [],
             cost=sum(costs.values(), Decimal("0")),
             finished_at=timezone.now(),
             updated_at=timezone.now(),

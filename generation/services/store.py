@@ -34,7 +34,7 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
     if slot.status in FINAL_SLOT_STATUSES:
         return False
     if WorkspaceAsset.objects.filter(job=job, batch_index=slot.index).exists():
-        return slot_succeed(slot.pk, job.pk)
+        return slot_succeed(slot.pk, job.pk, owner_id=job.owner_id)
     started = time.monotonic()
     try:
         # Only the serving provider's own trusted host may be private (its ComfyUI server, the simulator).
@@ -61,9 +61,19 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
         seed=image.seed,
         metadata={**image.metadata, "model": served_by.key, "provider": served_by.provider},
     )
+    events.image_stored(
+        job_id=job.pk,
+        slot_index=slot.index,
+        provider=served_by.provider,
+        seconds=time.monotonic() - started,
+        size=len(data),
+    )
     try:
+        # The asset and the slot's outcome in one transaction: one commit per image, not two, and
+        # never an asset whose slot still runs.
         with transaction.atomic():
             asset.save(force_insert=True)
+            return slot_succeed(slot.pk, job.pk, provider=served_by.provider, owner_id=job.owner_id)
     except IntegrityError:
         # A concurrent delivery stored this slot first, under the same file names: its row points
         # at the files this call wrote over, so they stay.
@@ -73,14 +83,7 @@ def slot_store(*, job: GenerationJob, slot: ImageSlot, image: GeneratedImage, mo
         # can still say so; otherwise the re-drive writes the same names again and records them.
         _drop_unrecorded_files(asset)
         raise
-    events.image_stored(
-        job_id=job.pk,
-        slot_index=slot.index,
-        provider=served_by.provider,
-        seconds=time.monotonic() - started,
-        size=len(data),
-    )
-    return slot_succeed(slot.pk, job.pk)
+    return slot_succeed(slot.pk, job.pk, provider=served_by.provider, owner_id=job.owner_id)
 
 
 def _download(url: str, trusted: list[str]) -> bytes:

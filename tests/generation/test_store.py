@@ -9,6 +9,8 @@ from unittest import mock
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from generation.models import ImageSlot, SlotStatus
 from generation.providers.base import GeneratedImage
@@ -144,3 +146,18 @@ def test_a_concurrent_second_store_keeps_the_winners_files(job):
         slot_store(job=job, slot=slot, image=GeneratedImage(data=png_bytes()))
     assert os.path.exists(winner.file.path) and os.path.exists(winner.thumbnail.path)
     assert WorkspaceAsset.objects.filter(job=job).count() == 1
+
+
+def test_storing_an_image_costs_six_queries(job):
+    # The asset, the slot's outcome and the job's counter in one transaction; the serving provider
+    # and the owner come from the caller, not from a read per image (the x4 overhead of issue 9).
+    slot = ImageSlot.objects.get(job=job, index=0)
+    with CaptureQueriesContext(connection) as queries:
+        assert slot_store(job=job, slot=slot, image=GeneratedImage(data=png_bytes()), model=job.model) is True
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    # exists?, SAVEPOINT, INSERT asset, UPDATE slot, UPDATE job, RELEASE (the test's own transaction
+    # turns the store's transaction into a savepoint).
+    assert len(statements) <= 6, statements
+    slot.refresh_from_db()
+    job.refresh_from_db()
+    assert (slot.status, job.succeeded_count) == (SlotStatus.SUCCEEDED, 1)

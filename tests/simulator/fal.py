@@ -140,6 +140,8 @@ class FalAPI:
         """Keep a submitted job and answer its submit; its webhook, if it asked for one, when it ends."""
         with self._lock:
             self._jobs[job.id] = job
+        if job.kind != "training" and not job.fail:
+            self._render_ahead(job)
         answer = {"request_id": job.id, "status": "IN_QUEUE", "queue_position": 0, **self._fal_urls(job)}
         if job.webhook:
             answer["gateway_request_id"] = job.id
