@@ -8,6 +8,19 @@ from django.contrib.auth import get_user_model
 pytest_plugins = ["tests.simulator.fixtures"]
 
 
+@pytest.fixture(autouse=True)
+def _provider_health_forgotten():
+    """A provider a test marked unhealthy (routing.provider_mark_unhealthy) stays so in the shared
+    cache for a minute: forget it, so no later test routes around it."""
+    yield
+    from django.core.cache import cache
+
+    from generation.providers.kinds import PROVIDER_KINDS
+    from generation.services import routing
+
+    cache.delete_many([routing._health_key(kind) for kind in PROVIDER_KINDS])
+
+
 @pytest.fixture
 def alice(db):
     """The owner in most tests."""
