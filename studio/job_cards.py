@@ -55,6 +55,42 @@ class TileUrls:
         return _url_pattern("studio:asset-thumbnail").format(self.id)
 
 
+class CardUrls:
+    """A job card's own links, built from patterns like its tiles': reversing them for each of a
+    page's 50 cards cost a tenth of its render."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        self.id = str(job_id)
+
+    @property
+    def refresh(self) -> str:
+        return _url_pattern("studio:job-card").format(self.id)
+
+    @property
+    def cancel(self) -> str:
+        return _url_pattern("studio:job-cancel").format(self.id)
+
+    @property
+    def retry(self) -> str:
+        return _url_pattern("studio:job-retry").format(self.id)
+
+    @property
+    def download(self) -> str:
+        return _url_pattern("studio:job-download").format(self.id)
+
+    @property
+    def image_actions(self) -> str:
+        """Where the card's image buttons post (studio.views.asset_action): the same for every card."""
+        return _fixed_url("studio:asset-action")
+
+
+@functools.cache
+def _fixed_url(name: str) -> str:
+    return reverse(name)
+
+
 @dataclass(frozen=True)
 class Cell:
     """One image place of a job card, in batch_index order."""
@@ -116,6 +152,14 @@ class JobCard:
         return card_version(self.job.status, self.job.updated_at, self.paused)
 
     @property
+    def urls(self) -> CardUrls:
+        return CardUrls(self.job.pk)
+
+    @property
+    def reference_thumbnails(self) -> list[str]:
+        return [_url_pattern("studio:asset-thumbnail").format(ref) for ref in self.references]
+
+    @property
     def can_retry(self) -> bool:
         """Offer "Retry failed" only where a retry can change something: not all failures permanent."""
         retryable = any(not cell.permanent for cell in self.errors)
@@ -141,13 +185,14 @@ def card_version_now(user, job_id: uuid.UUID) -> str:
 
 def job_card(job: GenerationJob, *, now: datetime | None = None) -> JobCard:
     """A job as the gallery shows it; reads only prefetched slots and assets (no queries)."""
-    slots = {s.index: s for s in job.slots.all()}
-    assets = {a.batch_index: a for a in job.assets.all()}
+    # Succeeded slots are not loaded (generation.selectors.jobs_for_user): a missing one succeeded.
+    slots = {s.index: s for s in job.unsucceeded_slots}
+    assets = {a.batch_index: a for a in job.asset_list}
     shots = [str(shot.get("name", "")) for shot in (job.params or {}).get("shots") or []]
     cells = []
     for index in range(job.images_requested):
         slot = slots.get(index)
-        status = slot.status if slot is not None else SlotStatus.PENDING
+        status = slot.status if slot is not None else SlotStatus.SUCCEEDED
         cells.append(
             Cell(
                 index=index,

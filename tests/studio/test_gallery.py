@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from generation.models import GenerationJob
+from generation.selectors import jobs_for_user
 from studio.models import WorkspaceAsset
 from tests.studio.helpers import htmx, make_character, make_job
 
@@ -174,3 +175,17 @@ def test_selecting_a_character_filters_the_gallery_and_all_shows_everything(alic
     assert "nobody in particular" not in more
     everything = alice_client.get(reverse("studio:home"), {"character": "none"}).content.decode()
     assert "aria on a beach" in everything and "nobody in particular" in everything
+
+
+def test_a_card_loads_only_the_slots_that_did_not_succeed_and_still_shows_every_place(alice_client, alice, model):
+    job = make_job(alice, model, images=4, failed=(1,), status="partial")
+    WorkspaceAsset.objects.filter(job=job, batch_index=3).delete()
+
+    loaded = jobs_for_user(alice).get(pk=job.pk)
+    assert [slot.index for slot in loaded.unsucceeded_slots] == [1]
+    html = alice_client.get(HOME).content.decode()
+    card = html[html.index(f'id="job-{job.pk}"') :]
+    assert card.count('class="tile"') == 2
+    assert 'aria-label="Image 2 failed"' in card
+    assert 'aria-label="Image 4 deleted"' in card
+    assert "Generated 3 of 4 images. 1 failed." in card
