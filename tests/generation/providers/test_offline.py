@@ -19,7 +19,7 @@ from generation.providers.base import (
     ResultStatus,
     TrainingRequest,
 )
-from generation.providers.offline import OfflineEngine, OfflineTrainer, fails, identity_for
+from generation.providers.offline import RENDER_LEAD_SECONDS, OfflineEngine, OfflineTrainer, fails, identity_for
 from models_registry.models import ApiModel
 from tests.factories import png_bytes
 
@@ -79,16 +79,29 @@ def test_copy_is_nearly_the_reference_and_modify_visibly_changes_it():
 def test_submit_is_pending_until_the_latency_has_passed():
     request = GenerationRequest(prompt="x", num_images=1, params={"simulate": {"latency": 30}}, request_id="r1")
     pending = ENGINE.submit(request)
-    assert pending.status == ResultStatus.PENDING and 29 < pending.poll_after <= 30
+    assert pending.status == ResultStatus.PENDING and 29 < pending.poll_after + RENDER_LEAD_SECONDS <= 30
     assert ENGINE.poll(request, pending.external_id, pending.handles).status == ResultStatus.PENDING
     done = ENGINE.poll(request, pending.external_id, {"ready_at": 0})
     assert done.status == ResultStatus.SUCCEEDED and len(done.images) == 1
 
 
+def test_the_image_is_made_within_the_latency_and_answered_when_it_is_due():
+    request = GenerationRequest(prompt="x", num_images=4, params={"simulate": {"latency": 0.3}}, request_id="r1")
+    sent = time.time()
+    pending = ENGINE.submit(request)
+    # Asked for a little before the due moment, so the render fits inside the latency.
+    assert pending.poll_after == pytest.approx(0.3 - RENDER_LEAD_SECONDS, abs=0.02)
+    time.sleep(pending.poll_after)
+
+    done = ENGINE.poll(request, pending.external_id, pending.handles)
+    assert done.status == ResultStatus.SUCCEEDED and len(done.images) == 4
+    assert 0.3 <= time.time() - sent < 0.3 + 0.05
+
+
 def test_per_image_latencies_make_each_request_wait_for_its_slowest_image(settings):
     def latency(**fields) -> float:
         request = GenerationRequest(prompt="x", request_id="r1", **fields)
-        return ENGINE.submit(request).poll_after
+        return ENGINE.submit(request).poll_after + RENDER_LEAD_SECONDS
 
     simulate = {"simulate": {"latency": 9, "latencies": [1, 2, 3, 4]}}
     assert 0.9 < latency(num_images=1, batch_indexes=[0], params=simulate) <= 1
