@@ -265,7 +265,7 @@ def main() -> None:
     unlimited = {"job": 0, "upload": 0}
     with Simulator() as simulator, override_settings(**simulator.settings_overrides(), USER_RATE_LIMITS=unlimited):
         # The burst goes last: run right after its 100 jobs, the Gemini row once read 1.15x and
-        # 1.10 re-runs per request (1.06x and 0.90 on its own, three runs out of three).
+        # 1.10 re-runs per request (1.06x and 0.90 on its own, in two runs of two).
         for name, section in (
             ("overhead", section_overhead),
             ("gemini", section_gemini),
