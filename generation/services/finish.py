@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from contextlib import nullcontext
 from decimal import Decimal
 
 from django.db import transaction
@@ -125,7 +126,8 @@ def job_finish_if_done(job_id: uuid.UUID, *, job: GenerationJob | None = None) -
     if job is None or job.pk != job_id:
         job = GenerationJob.objects.select_related("model").get(pk=job_id)
     costs = _served_costs(job)
-    with transaction.atomic():
+    # A refund commits with the close; a job with images has only the one UPDATE to commit.
+    with transaction.atomic() if final == JobStatus.FAILED else nullcontext():
         closed = GenerationJob.objects.filter(pk=job_id, status__in=ACTIVE_JOB_STATUSES).update(
             status=final,
             succeeded_count=counts["succeeded"],
