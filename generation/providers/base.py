@@ -265,6 +265,12 @@ class Provider:
     def poll(self, request: GenerationRequest, external_id: str, handles: dict[str, Any]) -> ProviderResult:
         raise ProviderError(f"{self.name} does not poll", permanent=True)
 
+    def wait_for_end(self, handles: dict[str, Any], *, timeout: float) -> bool:
+        """Block until the provider itself says the request left its pending states, for at most
+        `timeout` seconds; True when it did. Adapters of APIs that push status changes (fal's status
+        stream) override it; the others cannot tell, and the pipeline polls again after a short gap."""
+        return False
+
     def recover(self, request: GenerationRequest) -> ProviderResult | None:
         """Find a submitted request whose answer (and so its id) was lost, without sending it again.
 

@@ -1,5 +1,8 @@
 """fal.ai through its queue API: submit, poll the status URL, fetch the result, cancel.
 
+When a request is about to finish, the pipeline waits on fal's status stream (server-sent events)
+instead of polling every few ms: the end is seen the moment fal reports it (wait_for_end).
+
 The queue (not the synchronous fal.run) is used because fal retries runner failures of queued
 requests itself and unbilled, and because a request id saved before polling lets a crashed
 worker resume instead of paying twice.
@@ -14,7 +17,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -34,7 +39,7 @@ from generation.providers.base import (
     ProviderResult,
     ResultStatus,
 )
-from generation.providers.http_api import HttpApi, sanitize_message, session
+from generation.providers.http_api import HttpApi, sanitize_message, session, timeouts
 from generation.providers.inputs import model_inputs
 from generation.providers.webhook_signing import WebhookRejected, check_timestamp, required_header
 
@@ -279,6 +284,33 @@ class Fal(HttpApi, Provider):
         if body.get("error"):
             return self._completed_with_error(body, handles)
         return self._fetch_result(handles)
+
+    def wait_for_end(self, handles: dict[str, Any], *, timeout: float) -> bool:
+        # GET {status_url}/stream sends the status objects as events until the request ends
+        # (docs/providers.md 1.2). A quiet stream times out with `timeout`; any failure just means
+        # the pipeline polls as usual.
+        url = self.handle(handles, "status_url").split("?", 1)[0].rstrip("/") + "/stream"
+        deadline = time.monotonic() + timeout
+        try:
+            response = self.http("GET", url, stream=True, timeout=(timeouts()[0], max(0.001, timeout)))
+        except ProviderError:
+            return False
+        try:
+            for line in response.iter_lines():
+                if line.startswith(b"data:"):
+                    try:
+                        status = json.loads(line[5:]).get("status")
+                    except (ValueError, AttributeError):
+                        status = None
+                    if status is not None and status not in PENDING_STATUSES:
+                        return True
+                if time.monotonic() >= deadline:
+                    return False
+        except requests.RequestException:
+            return False
+        finally:
+            response.close()
+        return False
 
     def pending_result(self, body: dict[str, Any], response: requests.Response) -> ProviderResult:
         """A pending status answer (IN_QUEUE / IN_PROGRESS) as a PENDING result."""

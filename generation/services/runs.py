@@ -425,6 +425,7 @@ def request_poll(request_id: uuid.UUID | str, *, now_anyway: bool = False) -> Ne
         return Next("poll", _countdown(wait))  # a long Retry-After: not yet
     deadline = time.monotonic() + INLINE_POLL_SECONDS
     built: list[GenerationRequest] = []  # the call is built once for the looks of this task
+    waited = False
     while True:
         step = _poll_once(request, job, built)
         if (
@@ -434,7 +435,13 @@ def request_poll(request_id: uuid.UUID | str, *, now_anyway: bool = False) -> Ne
             or time.monotonic() + step.countdown > deadline
         ):
             return step
-        time.sleep(min(step.countdown, INLINE_POLL_GAP))
+        # Once a task: a provider that pushes its status changes is waited on rather than polled,
+        # so the end is seen when it comes, not up to a gap later.
+        if waited or not get_provider(request.model).wait_for_end(
+            request.handles, timeout=max(0.0, deadline - time.monotonic())
+        ):
+            time.sleep(min(step.countdown, INLINE_POLL_GAP))
+        waited = True
         request.polls += 1
 
 

@@ -345,6 +345,41 @@ def test_a_poll_expecting_the_finish_any_moment_looks_again_within_its_task(job)
     assert request.status == "succeeded" and request.polls == 3
 
 
+def test_a_provider_that_pushes_its_status_is_waited_on_then_looked_at_at_once(job):
+    from generation import poll_schedule
+    from generation.providers.base import GeneratedImage
+    from tests.factories import png_bytes
+
+    class EndsWhileWaitedOn(Queued):
+        looks, ended, waits = 0, False, []
+
+        def wait_for_end(self, handles, *, timeout):
+            self.waits.append(timeout)
+            self.ended = True
+            return True
+
+        def poll(self, request, external_id, handles):
+            self.looks += 1
+            if not self.ended:
+                return super().poll(request, external_id, handles)
+            return ProviderResult(status=ResultStatus.SUCCEEDED, images=[GeneratedImage(data=png_bytes())] * 2)
+
+    request = first_request(job)
+    cache.delete(poll_schedule._key(request.model_id))
+    poll_schedule.record_duration(request.model_id, 1.0)
+    submitted_seconds_ago(request, 1.0)
+    provider = EndsWhileWaitedOn()
+    with mock.patch("generation.services.runs.get_provider", return_value=provider):
+        step = runs.request_poll(request.pk)
+    cache.delete(poll_schedule._key(request.model_id))
+
+    # One wait, for no longer than the task may look, and the look right after it found the end.
+    assert step == runs.DONE and provider.looks == 2
+    assert len(provider.waits) == 1 and 0 < provider.waits[0] <= runs.INLINE_POLL_SECONDS
+    request.refresh_from_db()
+    assert request.status == "succeeded"
+
+
 def test_a_poll_far_from_the_learnt_finish_is_left_to_its_own_task(job):
     from generation import poll_schedule
 

@@ -2,6 +2,8 @@
 
     POST /fal/{model_id...}[?fal_webhook=]          submit: IN_QUEUE with the status/response/cancel URLs
     GET  /fal/{owner}/{app}/requests/{id}/status    IN_QUEUE / IN_PROGRESS (202), COMPLETED (200)
+    GET  /fal/{owner}/{app}/requests/{id}/status/stream
+                                                    the same objects as server-sent events, until it ends
     GET  /fal/{owner}/{app}/requests/{id}           the result (images), or the failed job's replayed error
     PUT  /fal/{owner}/{app}/requests/{id}/cancel    CANCELLATION_REQUESTED (202) or ALREADY_COMPLETED (400)
     GET  /fal/.well-known/jwks.json                 the public key of the webhook signatures (provider "meta")
@@ -31,10 +33,17 @@ KNOBS = ("fal_max_num_images", "fal_urls_base", "fal_job_error_status", "fal_sta
 METHODS = {
     ("fal", "submit"): "POST",
     ("fal", "status"): "GET",
+    ("fal", "status_stream"): "GET",
     ("fal", "result"): "GET",
     ("fal", "cancel"): "PUT",
     ("meta", "jwks"): "GET",
 }
+# Held open until the job ends: not counted against the concurrency cap nor given faults (the
+# calls that decide an outcome get those), but the key is still checked.
+WATCH_OPS = frozenset({("fal", "status_stream")})
+# A status stream is answered by then at the latest, with the status it has (a client reconnects).
+STREAM_MAX_SECONDS = 30.0
+
 # The result body a failed job replays when fal_job_error_status is below 500: the model refused the input.
 REFUSED_INPUT = {
     "detail": [
@@ -76,6 +85,8 @@ class FalAPI:
                 return "fal", "result", {"prefix": prefix, "id": tail[0]}
             if len(tail) == 2 and tail[1] in {"status", "cancel"}:
                 return "fal", tail[1], {"prefix": prefix, "id": tail[0]}
+            if tail[1:] == ["status", "stream"]:
+                return "fal", "status_stream", {"prefix": prefix, "id": tail[0]}
             return "fal", "unknown", {}
         return "fal", "submit", {"model": "/".join(rest)}
 
@@ -218,6 +229,24 @@ class FalAPI:
         elif state == "canceled":
             answer["error"], answer["error_type"] = "Request was cancelled", "request_cancelled"
         return Response.json(200, answer)
+
+    def _fal_status_stream(self, call: Call, params: dict[str, str]) -> Response:
+        """The status as server-sent events: the one it has now, then, when the job ends, its final
+        one. Written in one answer when the job ends (each answer leaves in one packet here); a
+        client reads the events as lines either way."""
+        job = self._fal_find(params)
+        if job is None:
+            return self._error("fal", 404, "Request not found")
+        first = self._fal_status(call, params)
+        events = [first.body]
+        give_up, reset = time.monotonic() + STREAM_MAX_SECONDS, self._wake
+        while not job.done and time.monotonic() < give_up and not reset.is_set():
+            # Short naps, so a cancel is seen; the last one ends exactly on time.
+            reset.wait(min(0.02, max(0.0, job.latency - job.elapsed())))
+        if job.done:
+            events.append(self._fal_status(call, params).body)
+        body = b"".join(b"data: " + event + b"\n\n" for event in events)
+        return Response(200, body, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
 
     def _fal_result(self, call: Call, params: dict[str, str]) -> Response:
         job = self._fal_find(params)

@@ -381,7 +381,7 @@ class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, ReplicateTrainingAPI, Gemi
         call = Call(method, path, query, headers, body, parsed, provider, op, time.monotonic())
         with self._lock:
             self.calls.append(call)
-        api = provider in PROVIDERS
+        api = provider in PROVIDERS and (provider, op) not in fal.WATCH_OPS
         if api:
             with self._lock:
                 self.in_flight[provider] += 1
@@ -424,6 +424,8 @@ class Simulator(FalAPI, FalTrainingAPI, ReplicateAPI, ReplicateTrainingAPI, Gemi
             return self._error(provider, 405, f"Method {call.method} not allowed.")
         if provider not in PROVIDERS:  # file downloads and fal's JWKS: no cap, faults or credentials
             return getattr(self, f"_{provider}_{op}")(call, params)
+        if (provider, op) in fal.WATCH_OPS:  # a status stream: the key, but no cap or faults
+            return getattr(self, f"_{provider}_auth")(call) or getattr(self, f"_{provider}_{op}")(call, params)
 
         cap = self.concurrency_cap
         if cap is not None and in_flight > cap:

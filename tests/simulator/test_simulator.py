@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
 
@@ -209,6 +210,25 @@ def test_fal_status_can_be_unknown_or_ask_for_a_later_poll(simulator):
     simulator.rate_limit_next(1, retry_after=120, provider="fal", op="status")
     limited = requests.get(body["status_url"], headers=fal_headers(simulator), timeout=5)
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "120"
+
+
+def test_fal_status_stream_sends_the_status_as_events_until_the_request_ends(simulator):
+    simulator.configure(latency=0.3, concurrency_cap=1)
+    body = fal_submit(simulator)
+    stream = f"{body['status_url']}/stream"
+    assert requests.get(stream, timeout=5).status_code == 401  # the key, as on every fal call
+
+    started = time.monotonic()
+    answer = requests.get(stream, headers=fal_headers(simulator), timeout=5)
+    ended = time.monotonic() - started
+
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "text/event-stream"
+    events = [line for line in answer.text.split("\n\n") if line]
+    assert all(event.startswith("data: ") for event in events)
+    assert [json.loads(event[6:])["status"] for event in events] == ["IN_QUEUE", "COMPLETED"]
+    assert 0.2 < ended < 0.45  # answered when the request ended, not before and not much later
+    # Held open while the request runs, it is no concurrent request of fal's: it never hit the cap.
+    assert simulator.max_concurrency("fal") <= 1
 
 
 # --- Replicate ----------------------------------------------------------------------------------

@@ -457,6 +457,38 @@ class TestFalStaysOnItsHost:
         assert not info.value.permanent
 
 
+class TestFalStatusStream:
+    """GET {status_url}/stream: the status objects as server-sent events until the request ends."""
+
+    STREAM = f"{BASE}/status/stream"
+
+    @staticmethod
+    def events(*statuses: str) -> str:
+        return "".join(f'data: {{"status": "{status}", "request_id": "{REQUEST_ID}"}}\n\n' for status in statuses)
+
+    def test_it_waits_until_an_event_says_the_request_ended(self, rsps):
+        events = self.events("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
+        rsps.get(self.STREAM, body=events, content_type="text/event-stream")
+        assert Fal(seeded("fal-ai/flux-2")).wait_for_end(HANDLES, timeout=1.0)
+        assert rsps.calls[0].request.headers["Authorization"] == f"Key {FAL_KEY}"
+
+    def test_a_stream_that_ends_while_pending_tells_nothing(self, rsps):
+        rsps.get(self.STREAM, body=self.events("IN_PROGRESS"), content_type="text/event-stream")
+        assert not Fal(seeded("fal-ai/flux-2")).wait_for_end(HANDLES, timeout=1.0)
+
+    @pytest.mark.parametrize(
+        "answer", [{"status": 404, "json": {"detail": "Not found"}}, {"body": requests.ConnectionError("reset")}]
+    )
+    def test_a_failed_stream_just_lets_the_pipeline_poll(self, rsps, answer):
+        rsps.get(self.STREAM, **answer)
+        assert not Fal(seeded("fal-ai/flux-2")).wait_for_end(HANDLES, timeout=1.0)
+
+    def test_a_status_url_on_another_host_is_not_streamed_from(self, rsps):
+        handles = {**HANDLES, "status_url": "https://evil.test/fal-ai/flux-2/requests/1/status"}
+        assert not Fal(seeded("fal-ai/flux-2")).wait_for_end(handles, timeout=1.0)
+        assert len(rsps.calls) == 0
+
+
 class TestFalCancel:
     def test_it_puts_to_the_cancel_url(self, rsps):
         rsps.put(HANDLES["cancel_url"], json={"status": "CANCELLATION_REQUESTED"}, status=202)
