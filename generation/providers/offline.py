@@ -55,12 +55,12 @@ if TYPE_CHECKING:
 
 WIDTH, HEIGHT = 512, 640
 MAX_IMAGES = 4
-# A simulated training runs this many OFFLINE_LATENCY_SECONDS (10 s at the default 1 s): long
-# enough to watch its progress, short enough to wait for.
 # A provider's latency includes making the image: the engine is polled this long before the
 # image is due, renders it, and answers at the due moment, so its Pillow work (15-40 ms for x1-x4)
 # is not counted as the pipeline's own.
 RENDER_LEAD_SECONDS = 0.1
+# A simulated training runs this many OFFLINE_LATENCY_SECONDS (10 s at the default 1 s): long
+# enough to watch its progress, short enough to wait for.
 TRAINING_LATENCY_FACTOR = 10
 # How often a training's progress is worth asking for.
 TRAINING_POLL_SECONDS = 2.0
