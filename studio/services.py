@@ -12,6 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from generation.lib.imaging import process_image
+from generation.models import LoraTraining
+from generation.services.trainings import training_files
 from studio.models import AssetKind, AssetSource, Character, WorkspaceAsset
 from studio.throttle import rate_limit
 
@@ -66,9 +68,25 @@ def character_rename(*, character: Character, name: str) -> Character:
 
 
 def character_delete(*, character: Character) -> None:
-    # Its jobs and images stay in the gallery (their FKs are SET_NULL): deleting a character must
-    # never destroy paid-for images.
-    character.delete()
+    """Delete a character with its LoRA trainings, and their files once the deletion has committed:
+    a LoRA is a model of the character's face, and must not outlive it in storage.
+
+    Its jobs and images stay in the gallery (their FKs are SET_NULL): deleting a character must
+    never destroy paid-for images. ValidationError while one of its LoRAs is still training: that
+    is canceled first (on its dataset page), so nothing runs on, and bills, for a character that is gone.
+    """
+    trainings = list(character.trainings.all())
+    if any(training.is_active for training in trainings):
+        raise ValidationError(
+            f"{character.name} is still training a LoRA: cancel the training on the dataset page, or wait "
+            "until it ends, then delete."
+        )
+    storage = LoraTraining._meta.get_field("lora_file").storage
+    names = [name for training in trainings for name in training_files(training)]
+    with transaction.atomic():
+        character.delete()
+        # storage.delete ignores a name with no file (the dataset ZIP fal storage took instead).
+        transaction.on_commit(lambda: [storage.delete(name) for name in names])
 
 
 def character_lock_portrait(*, character: Character, asset: WorkspaceAsset) -> Character:

@@ -653,8 +653,12 @@ def character_rename_view(request: HtmxHttpRequest, character_id: uuid.UUID) -> 
 def character_delete_view(request: HtmxHttpRequest, character_id: uuid.UUID) -> HttpResponse:
     character = _get_character_for_user(request, character_id)
     name = character.name
-    if _selected_character_id(request) == str(character.pk):
+    try:
+        character_delete(character=character)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(_home_url(request))
+    if _selected_character_id(request) == str(character_id):
         _select_character(request, None)
-    character_delete(character=character)
     messages.success(request, f"Deleted {name}. Its images stay in the gallery.")
     return redirect(_home_url(request))

@@ -220,11 +220,21 @@ def _request(training: LoraTraining) -> TrainingRequest:
 # --- the dataset's URL ------------------------------------------------------------------------
 
 
+def _dataset_name(training: LoraTraining) -> str:
+    return f"datasets/{training.owner_id}/{training.pk}/dataset.zip"
+
+
+def training_files(training: LoraTraining) -> list[str]:
+    """What a training keeps in our storage: its LoRA file, and the dataset ZIP a trainer fetched
+    from it (dataset_url_for; absent where fal storage took it)."""
+    return [name for name in (training.lora_file.name, _dataset_name(training)) if name]
+
+
 def dataset_url_for(training: LoraTraining, data: bytes) -> str:
     """A URL the trainer can GET without headers (docs/providers.md §7.2): fal storage's two-step
     upload for fal, else a presigned S3 link valid 24 h; the offline trainer reads nothing, so our
     own storage's name does. TrainingError with the way out when there is none."""
-    name = f"datasets/{training.owner_id}/{training.pk}/dataset.zip"
+    name = _dataset_name(training)
     if training.provider == "fal":
         storage_client = FalStorage()
         if storage_client.is_configured():

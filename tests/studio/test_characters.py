@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.urls import reverse
 
-from generation.models import GenerationJob
+from generation.models import GenerationJob, LoraTraining, TrainingStatus
 from studio.models import Character
 from studio.services import character_create
-from tests.studio.helpers import htmx, make_character, make_job
+from tests.studio.helpers import htmx, make_character, make_job, make_ready_training
 
 pytestmark = pytest.mark.django_db
 
@@ -109,6 +111,35 @@ def test_delete_keeps_the_characters_images(alice_client, alice, model):
     assert not Character.objects.exists()
     assert GenerationJob.objects.filter(pk=job.pk).exists()
     assert 'id="selected-character" value=""' in alice_client.get("/").content.decode()
+
+
+def test_delete_takes_its_loras_and_their_files_out_of_storage(
+    alice_client, alice, model, django_capture_on_commit_callbacks
+):
+    mira = make_character(alice, "Mira")
+    training = make_ready_training(alice, mira)
+    dataset = default_storage.save(f"datasets/{alice.pk}/{training.pk}/dataset.zip", ContentFile(b"zip"))
+    lora = training.lora_file.name
+    assert default_storage.exists(lora) and default_storage.exists(dataset)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(reverse("studio:character-delete", args=[mira.pk]))
+
+    assert response.status_code == 302
+    assert not LoraTraining.objects.exists()
+    assert not default_storage.exists(lora) and not default_storage.exists(dataset)
+
+
+def test_delete_waits_for_a_running_training_to_be_canceled(alice_client, alice, model):
+    mira = make_character(alice, "Mira")
+    training = make_ready_training(alice, mira)
+    LoraTraining.objects.filter(pk=training.pk).update(status=TrainingStatus.RUNNING)
+
+    response = alice_client.post(reverse("studio:character-delete", args=[mira.pk]), follow=True)
+
+    assert "Mira is still training a LoRA: cancel the training on the dataset page" in response.content.decode()
+    assert Character.objects.filter(pk=mira.pk).exists()
+    assert default_storage.exists(LoraTraining.objects.get(pk=training.pk).lora_file.name)
 
 
 @pytest.mark.parametrize("name", ["studio:character-rename", "studio:character-delete"])
