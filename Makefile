@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench bench-batch-stream bench-browser bench-characters bench-sheet bench-gpu bench-lean faults clean venv venv-dev
+.PHONY: run test lint format bench bench-batch-stream bench-browser bench-characters bench-sheet bench-gpu bench-lean bench-live-lean faults clean venv venv-dev
 
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -79,6 +79,13 @@ bench-lean: venv-dev
 	@tests/infra/services.sh start
 	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
 	  rc=0; $(PY) bench/worker_lean.py || rc=$$?; tests/infra/services.sh stop; exit $$rc
+
+# Issue 9's whole table in one run: the worker rows (bench-lean), then the browser's (bench-browser).
+bench-live-lean: venv-dev
+	@tests/infra/services.sh start
+	@set -a; eval "$$(tests/infra/services.sh env)"; set +a; \
+	  rc=0; $(PY) bench/worker_lean.py || rc=$$?; $(PY) bench/browser.py $(BENCH_ARGS) || rc=$$?; \
+	  tests/infra/services.sh stop; exit $$rc
 
 # A character's base images and profile set against one provider round trip (issue 10's targets).
 bench-characters: venv-dev
