@@ -19,11 +19,11 @@ from studio.job_cards import Cell, JobCard
 register = template.Library()
 
 _IMAGE = (
-    '<figure class="tile"><a class="tile-image" href="{file}" target="_blank">'
+    '<figure class="tile"><a href="{file}" target="_blank">'
     '<img src="{thumbnail}" alt="Image {n}" width="{width}" height="{height}" loading="{loading}"></a>'
-    '<div class="tile-corner"><a href="{file}?download=1" aria-label="Download image {n}">↓</a>'
+    '<div><a href="{file}?download=1" aria-label="Download image {n}">↓</a>'
     '<button name="delete" value="{hex}" aria-label="Delete image {n}" data-confirm{confirm}>×</button></div>{shot}'
-    '<figcaption class="tile-actions"><button name="use1" value="{hex}" aria-label="Use as ref 1">Ref 1</button>'
+    '<figcaption><button name="use1" value="{hex}" aria-label="Use as ref 1">Ref 1</button>'
     '<button name="use2" value="{hex}" aria-label="Use as ref 2">Ref 2</button>'
     '<button name="lock" value="{hex}" aria-label="Lock as portrait"{lock}>Lock</button></figcaption></figure>'
 )

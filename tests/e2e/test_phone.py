@@ -78,7 +78,7 @@ def test_on_a_phone_the_prompt_is_on_the_first_screen_and_nothing_is_cut_off(ope
     # On touch the tile's buttons sit under the image, not over it.
     tile = tab.locator("figure.tile").first
     tile.scroll_into_view_if_needed()
-    image, actions = box(tile.locator(".tile-image")), box(tile.locator(".tile-actions"))
+    image, actions = box(tile.locator(":scope > a")), box(tile.locator(":scope > figcaption"))
     assert actions["y"] >= image["y"] + image["height"] - 1, (image, actions)
     expect(tile.get_by_role("button", name="Lock as portrait")).to_be_enabled()
     screenshot(tab, "phone-tiles", full_page=False)
@@ -92,7 +92,7 @@ def test_on_a_laptop_the_studio_keeps_its_two_columns_and_hover_buttons(open_stu
     assert prompt["x"] > sidebar["x"] + sidebar["width"], (sidebar, prompt)
     assert prompt["y"] + prompt["height"] <= 800
     tile = tab.locator("figure.tile").first
-    expect(tile.locator(".tile-actions")).to_have_css("opacity", "0")  # until hovered
+    expect(tile.locator(":scope > figcaption")).to_have_css("opacity", "0")  # until hovered
     tile.hover()
-    expect(tile.locator(".tile-actions")).to_have_css("opacity", "1")
+    expect(tile.locator(":scope > figcaption")).to_have_css("opacity", "1")
     screenshot(tab, "laptop-hover", full_page=False)
