@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 import zipfile
 
@@ -11,6 +12,7 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 from django.urls import reverse
 
+from studio.files import FILE_CHUNK_BYTES
 from studio.models import WorkspaceAsset
 from tests.studio.helpers import make_job
 
@@ -36,12 +38,17 @@ def asgi_get(user, url: str) -> tuple[int, bool, list[bytes]]:
 def test_an_image_goes_out_as_an_async_stream_of_its_bytes(alice, model):
     job = make_job(alice, model, images=1)
     asset = WorkspaceAsset.objects.get(job=job)
+    with asset.file.storage.open(asset.file.name, "wb") as stored:
+        stored.write(os.urandom(300_000))  # a full-size image's weight: several chunks
 
     status, is_async, chunks = asgi_get(alice, reverse("studio:asset-file", args=[asset.pk]))
 
     assert status == 200 and is_async
     with asset.file.open("rb") as stored:
-        assert b"".join(chunks) == stored.read()
+        data = stored.read()
+    assert b"".join(chunks) == data
+    # Big chunks: each one is a hop to a thread (75 at FileResponse's 4 KB default).
+    assert len(chunks) == -(-len(data) // FILE_CHUNK_BYTES) == 3
 
 
 def test_a_jobs_zip_goes_out_in_many_chunks_as_it_is_written(alice, model):
