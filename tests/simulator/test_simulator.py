@@ -226,7 +226,7 @@ def test_fal_status_stream_sends_the_status_as_events_until_the_request_ends(sim
     events = [line for line in answer.text.split("\n\n") if line]
     assert all(event.startswith("data: ") for event in events)
     assert [json.loads(event[6:])["status"] for event in events] == ["IN_QUEUE", "COMPLETED"]
-    assert 0.2 < ended < 0.45  # answered when the request ended, not before and not much later
+    assert 0.2 < ended < 0.6  # answered when the request ended (0.3 s after its submit), not before
     # Held open while the request runs, it is no concurrent request of fal's: it never hit the cap.
     assert simulator.max_concurrency("fal") <= 1
 
