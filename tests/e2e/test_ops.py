@@ -15,7 +15,7 @@ from generation.models import GenerationJob, ImageSlot, JobMode, JobStatus, Slot
 from generation.services.jobs import job_create
 from models_registry.models import ApiModel
 from tests.e2e.conftest import login
-from tests.factories import offline_model
+from tests.factories import offline_model, wait_for_job
 from tests.studio.helpers import make_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker]
@@ -78,8 +78,10 @@ def test_staff_watch_a_running_batch_pause_a_provider_and_redrive_a_stuck_job(pa
     # A running batch: six jobs of four images, twenty-four requests for a worker of four threads,
     # and another stuck job for the picture.
     still_stuck = lost_dispatch(make_job(staff, model, images=2, status=JobStatus.RUNNING, pending=(0, 1)))
-    for n in range(6):
+    batch = [
         job_create(user=staff, model=model, prompt=f"ops batch {n}", images=4, mode=JobMode.T2I, references=[])
+        for n in range(6)
+    ]
     page.reload()
     live = page.locator("#ops-live")
     expect(live.locator("section", has_text="Workers").locator("tbody tr")).not_to_have_count(0)
@@ -91,3 +93,7 @@ def test_staff_watch_a_running_batch_pause_a_provider_and_redrive_a_stuck_job(pa
     page.set_viewport_size({"width": 390, "height": 844})
     expect(page.get_by_role("heading", name="Operations")).to_be_in_viewport()
     screenshot(page, "14b-operations-phone")
+    # The worker is still writing the batch: the test database is flushed only once it is done
+    # (a flush racing the worker's inserts deadlocked in one run of ten).
+    for job in batch:
+        wait_for_job(job, timeout=60)
