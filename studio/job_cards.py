@@ -38,7 +38,7 @@ class TileUrls:
 
     __slots__ = ("id",)
 
-    def __init__(self, asset_id: uuid.UUID) -> None:
+    def __init__(self, asset_id: uuid.UUID | str) -> None:
         self.id = str(asset_id)
 
     @property
@@ -157,7 +157,7 @@ class JobCard:
 
     @property
     def reference_thumbnails(self) -> list[str]:
-        return [_url_pattern("studio:asset-thumbnail").format(ref) for ref in self.references]
+        return [TileUrls(ref).thumbnail for ref in self.references]
 
     @property
     def can_retry(self) -> bool:
