@@ -153,3 +153,15 @@ def test_a_version_poll_of_another_users_job_is_404(alice_client, bob, model):
     job = make_job(bob, model, status=JobStatus.RUNNING, pending=(2, 3))
     response = alice_client.get(reverse("studio:job-card", args=[job.pk]), {"v": "x"}, **htmx())
     assert response.status_code == 404
+
+
+def test_a_card_shows_the_thumbnails_of_the_references_it_was_sent(alice_client, alice, model):
+    job = make_job(alice, model)
+    reference = job.assets.first()
+    job.references = [{"asset": str(reference.pk), "slot": 1}]
+    job.save(update_fields=["references"])
+
+    html = card(alice_client, job).content.decode()
+
+    thumbnail = reverse("studio:asset-thumbnail", args=[reference.pk])
+    assert f'<img class="job-ref" src="{thumbnail}" alt="Reference 1"' in html
